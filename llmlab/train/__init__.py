@@ -1,0 +1,1 @@
+"""Fine-tuning from one YAML file (`llmlab train`) and memory/throughput planning (`llmlab plan`)."""

@@ -1,0 +1,23 @@
+"""Shared fixtures: tiny offline models, built once per session (the Hugging Face Hub is not reachable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init 2-layer Llama with a BPE tokenizer, chat template, EOS and a separate pad token."""
+    from llmlab.train.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init 2-layer GPT-2 with the same tokenizer as tiny_llama_dir."""
+    from llmlab.train.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2")
