@@ -21,17 +21,21 @@ class GpuSku:
     pcie_gen: int
     pcie_width: int
     source: str
+    # NVLink total bidirectional bandwidth per GPU, GB/s (0: no NVLink). P2P probes compare with half of it.
+    nvlink_bandwidth_gbs: float = 0.0
 
 
 CATALOG: tuple[GpuSku, ...] = (
-    GpuSku("H200", r"\bH200\b", 141, 989.5, 989.5, 4800, 5, 16, "NVIDIA H200 Tensor Core GPU datasheet (SXM)"),
+    GpuSku("H200", r"\bH200\b", 141, 989.5, 989.5, 4800, 5, 16,
+           "NVIDIA H200 Tensor Core GPU datasheet (SXM)", 900),
     GpuSku("H100 SXM", r"\bH100\b.*(SXM|HBM3)", 80, 989.5, 989.5, 3350, 5, 16,
-           "NVIDIA H100 Tensor Core GPU datasheet, SXM5 column"),
+           "NVIDIA H100 Tensor Core GPU datasheet, SXM5 column", 900),
     GpuSku("H100 PCIe", r"\bH100\b.*PCIe", 80, 756.5, 756.5, 2000, 5, 16,
-           "NVIDIA H100 Tensor Core GPU datasheet, PCIe column"),
+           "NVIDIA H100 Tensor Core GPU datasheet, PCIe column (NVLink with bridge)", 600),
     GpuSku("A100 80GB", r"\bA100\b.*80GB", 80, 312, 312, 2039, 4, 16,
-           "NVIDIA A100 Tensor Core GPU datasheet, 80GB SXM column (PCIe: 1935 GB/s)"),
-    GpuSku("A100 40GB", r"\bA100\b", 40, 312, 312, 1555, 4, 16, "NVIDIA A100 Tensor Core GPU datasheet, 40GB column"),
+           "NVIDIA A100 Tensor Core GPU datasheet, 80GB SXM column (PCIe: 1935 GB/s)", 600),
+    GpuSku("A100 40GB", r"\bA100\b", 40, 312, 312, 1555, 4, 16,
+           "NVIDIA A100 Tensor Core GPU datasheet, 40GB column", 600),
     GpuSku("L40S", r"\bL40S\b", 48, 362.05, 362.05, 864, 4, 16, "NVIDIA L40S datasheet"),
     GpuSku("L4", r"\bL4\b", 24, 121, 121, 300, 4, 16, "NVIDIA L4 Tensor Core GPU datasheet"),
     GpuSku("A10G", r"\bA10G\b", 24, 70, 70, 600, 4, 16,
