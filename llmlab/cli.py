@@ -28,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llmlab {__version__}")
     parser.add_argument(
-        "--config", type=Path, default=None, help="host config (default: $LLMLAB_CONFIG or /etc/llmlab/config.yaml)"
+        "--config",
+        type=Path,
+        default=None,
+        help="host config (default: $LLMLAB_CONFIG or /etc/llmlab/config.yaml)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:

@@ -64,9 +64,19 @@ def test_bad_input_fails_early_and_names_the_value(case):
     extra_vars, expected = CASES[case]
     env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"}
     run = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(CONVERGE),
-         "--extra-vars", json.dumps(extra_vars)],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            str(CONVERGE),
+            "--extra-vars",
+            json.dumps(extra_vars),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
     report = json.loads(run.stdout)

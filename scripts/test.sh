@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# make test: lint, pytest, then every Molecule scenario in sequence; a timing summary at the end.
+# Every stage runs even when an earlier one failed, so one run shows all problems; the exit code is
+# non-zero if any stage failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}" PY_COLORS="${PY_COLORS:-0}"
+
+declare -a names=() seconds=() results=()
+failed=0
+
+stage() {  # stage NAME COMMAND...
+  local name="$1" start end rc
+  shift
+  printf '\n=== %s ===\n' "$name"
+  start=$(date +%s)
+  "$@"
+  rc=$?
+  end=$(date +%s)
+  names+=("$name"); seconds+=($((end - start)))
+  if ((rc == 0)); then results+=(ok); else results+=("FAILED (exit $rc)"); failed=1; fi
+}
+
+scenarios=()
+for file in molecule/*/molecule.yml; do scenarios+=("$(basename "$(dirname "$file")")"); done
+
+total_start=$(date +%s)
+stage lint bash scripts/lint.sh
+stage pytest pytest -q tests
+for scenario in "${scenarios[@]}"; do
+  stage "molecule $scenario" molecule -c molecule/base.yml test -s "$scenario"
+done
+
+printf '\n=== timing summary ===\n'
+for i in "${!names[@]}"; do
+  printf '%-28s %6ss  %s\n' "${names[$i]}" "${seconds[$i]}" "${results[$i]}"
+done
+printf '%-28s %6ss\n' total $(($(date +%s) - total_start))
+exit $failed
