@@ -1,8 +1,9 @@
 """Host configuration: the one place that knows llmlab's paths and where the host config lives.
 
 Ansible (the `llmlab` role) writes /etc/llmlab/config.yaml; `LLMLAB_CONFIG` or `--config` point elsewhere,
-and `LLMLAB_MODEL_STORE` overrides the store path. Every sub-command reads its settings from here, and every
-schema in the package reports bad input through `ConfigError`, which names the key, the value and what is valid.
+and `LLMLAB_MODEL_STORE` overrides the store path. Every sub-command reads its settings from here, and
+every schema in the package reports bad input through `ConfigError`, which names the key, the value and
+what is valid.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ class VerifySettings(StrictModel):
 class HostConfig(StrictModel):
     """What this host is and where llmlab keeps things. Sections for sub-commands are added beside these."""
 
-    model_store: Path = Field(Path("/srv/models"), description="Shared model store (Hugging Face cache layout).")
+    model_store: Path = Field(Path("/srv/models"), description="Shared model store (HF cache layout).")
     lab_group: str = Field("llmlab", description="Group that owns the model store and shared directories.")
     reports_dir: Path = Field(Path("/var/lib/llmlab/reports"), description="Where verify keeps JSON reports.")
     textfile_dir: Path = Field(
@@ -247,7 +248,10 @@ def config_path(explicit: Path | None = None) -> Path:
 
 
 def load_config(explicit: Path | None = None) -> HostConfig:
-    """Load and validate the host config. A missing default file means defaults; a missing explicit one is an error."""
+    """Load and validate the host config.
+
+    A missing default file means defaults; a missing file named by --config or $LLMLAB_CONFIG is an error.
+    """
     path = config_path(explicit)
     explicit_given = explicit is not None or CONFIG_ENV in os.environ
     data = read_yaml_mapping(path) if (explicit_given or path.exists()) else {}
