@@ -16,7 +16,7 @@ from pathlib import Path
 from llmlab import __version__
 from llmlab.config import ConfigError
 
-SUBCOMMANDS: tuple[str, ...] = ()
+SUBCOMMANDS: tuple[str, ...] = ("llmlab.train.cli",)
 
 EXIT_USAGE = 2
 
