@@ -1,0 +1,225 @@
+"""software: the lab environment's torch (imports, GPUs, CUDA/cuDNN/NCCL, bf16), minimum versions, pip check.
+
+Everything is read by running the lab environment's own python (verify.lab_python), so the checks judge the
+environment users run jobs in, not llmlab's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+import llmlab.verify.lab_probe as lab_probe
+from llmlab.verify.checks.gpu import DRIVER_HINT
+from llmlab.verify.context import VerifyContext
+from llmlab.verify.nvml import NvmlUnavailable
+from llmlab.verify.result import CheckResult, check, fail, ok, skip, warn
+
+ENV_HINT = "rebuild the lab environment (python_env role); check verify.lab_python points at it"
+
+
+class LabProbeError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LabReport:
+    python: str
+    packages: dict[str, str | None]
+    torch: dict[str, Any] | None
+    torch_error: str | None
+
+
+def lab_python(ctx: VerifyContext) -> str:
+    return str(ctx.settings.lab_python or sys.executable)
+
+
+def lab_report(ctx: VerifyContext) -> LabReport:
+    """What the lab python reports (run once per verify run); raises LabProbeError if it cannot run."""
+
+    def run() -> LabReport:
+        # Passed as -c source, not a script path: the script's directory would shadow modules on sys.path.
+        source = Path(lab_probe.__file__).read_text(encoding="utf-8")
+        argv = [lab_python(ctx), "-c", source, *sorted(ctx.settings.min_versions)]
+        result = ctx.sources.runner.run(argv, timeout=ctx.timeout)
+        if result.returncode != 0:
+            detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+            raise LabProbeError(f"{argv[0]} could not run the probe: {detail}")
+        try:
+            data = json.loads(result.stdout.strip().splitlines()[-1])
+            return LabReport(data["python"], data["packages"], data["torch"], data["torch_error"])
+        except (IndexError, KeyError, json.JSONDecodeError) as exc:
+            raise LabProbeError(f"{argv[0]}: unreadable probe output ({exc})") from None
+
+    return ctx.once("lab_report", run)
+
+
+def _report_or_fail(ctx: VerifyContext) -> LabReport | CheckResult:
+    try:
+        return lab_report(ctx)
+    except LabProbeError as exc:
+        return fail(str(exc), hint=ENV_HINT)
+
+
+@check("software.torch", "torch imports in the lab environment and sees expect.gpu_count GPUs")
+def torch_sees_gpus(ctx: VerifyContext) -> CheckResult:
+    report = _report_or_fail(ctx)
+    if isinstance(report, CheckResult):
+        return report
+    expected = ctx.settings.expect.gpu_count
+    if report.torch is None:
+        return fail(
+            f"torch does not import: {report.torch_error}", expected=f"{expected} GPU(s)", hint=ENV_HINT
+        )
+    t = report.torch
+    build = f"CUDA {t['cuda']}" if t["cuda"] else "CPU build"
+    seen = t["device_count"]
+    message = f"torch {t['version']} ({build}) sees {seen} GPU(s)"
+    kw = {"value": seen, "expected": expected, "items": {"gpus": float(seen)}}
+    if seen != expected:
+        hint = (
+            "install the CUDA build of torch in the lab environment"
+            if expected and not t["cuda"]
+            else "check CUDA_VISIBLE_DEVICES, the driver (gpu.count) and that torch's CUDA matches it"
+        )
+        return fail(message + f", {expected} expected", hint=hint, **kw)
+    return ok(message, **kw)
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    return int(major), int(minor.split(".")[0] or 0)
+
+
+@check(
+    "software.cuda_compat", "torch's CUDA runtime is supported by the driver, and matches expect.cuda_version"
+)
+def cuda_compat(ctx: VerifyContext) -> CheckResult:
+    report = _report_or_fail(ctx)
+    if isinstance(report, CheckResult):
+        return report
+    expect = ctx.settings.expect
+    runtime = report.torch["cuda"] if report.torch else None
+    if runtime is None:
+        if expect.gpu_count == 0:
+            return skip("no GPU expected, torch has no CUDA runtime")
+        return fail(
+            "torch has no CUDA runtime (CPU build or not importable)",
+            expected=expect.cuda_version,
+            hint=ENV_HINT,
+        )
+    if expect.cuda_version and runtime.split(".")[
+        : len(expect.cuda_version.split("."))
+    ] != expect.cuda_version.split("."):
+        return fail(
+            f"torch is built for CUDA {runtime}, pinned {expect.cuda_version}",
+            value=runtime,
+            expected=expect.cuda_version,
+            hint="install the torch build for the pinned CUDA (python_env role), or update the pin",
+        )
+    try:
+        driver_cuda = ctx.nvml().cuda_driver_version_str
+    except NvmlUnavailable as exc:
+        return fail(
+            f"CUDA {runtime} runtime, but the driver cannot be read: {exc}", value=runtime, hint=DRIVER_HINT
+        )
+    if driver_cuda is None:
+        return warn(f"CUDA {runtime} runtime; the driver does not report its CUDA version", value=runtime)
+    kw = {"value": runtime, "expected": f"<= {driver_cuda}"}
+    rt, drv = _major_minor(runtime), _major_minor(driver_cuda)
+    if rt[0] > drv[0]:
+        return fail(
+            f"CUDA {runtime} runtime needs a newer driver (supports {driver_cuda})", hint=DRIVER_HINT, **kw
+        )
+    if rt > drv:
+        return warn(
+            f"CUDA {runtime} runtime on a CUDA {driver_cuda} driver: relies on minor-version compatibility",
+            hint="upgrade the driver, or install a torch built for the driver's CUDA (PTX JIT may fail)",
+            **kw,
+        )
+    return ok(f"CUDA {runtime} runtime on a driver supporting CUDA {driver_cuda}", **kw)
+
+
+@check("software.cudnn_nccl", "cuDNN present; NCCL present on multi-GPU hosts")
+def cudnn_nccl(ctx: VerifyContext) -> CheckResult:
+    report = _report_or_fail(ctx)
+    if isinstance(report, CheckResult):
+        return report
+    expected = ctx.settings.expect.gpu_count
+    t = report.torch
+    if expected == 0 and not (t and t["cuda_available"]):
+        return skip("no GPU expected (cuDNN and NCCL are only used on GPUs)")
+    if not t or not t["cuda_available"]:
+        return fail("torch cannot use CUDA, so cuDNN/NCCL cannot load", hint="see software.torch")
+    value = f"cuDNN {t['cudnn']}, NCCL {t['nccl']}"
+    if t["cudnn"] is None:
+        return fail(f"cuDNN not available ({value})", value=value, hint=ENV_HINT)
+    if t["nccl"] is None and expected > 1:
+        return fail(f"NCCL not available on a {expected}-GPU host ({value})", value=value, hint=ENV_HINT)
+    return ok(value, value=value)
+
+
+@check("software.bf16", "the GPUs support bf16 (Ampere and newer)")
+def bf16(ctx: VerifyContext) -> CheckResult:
+    report = _report_or_fail(ctx)
+    if isinstance(report, CheckResult):
+        return report
+    t = report.torch
+    if ctx.settings.expect.gpu_count == 0 and not (t and t["cuda_available"]):
+        return skip("no GPU expected")
+    if not t or not t["cuda_available"]:
+        return fail("torch cannot use CUDA", hint="see software.torch")
+    if not t["bf16"]:
+        return warn("no bf16 on these GPUs: use fp16 with loss scaling", value=False, expected=True)
+    return ok("bf16 supported", value=True, expected=True)
+
+
+def _below(found: str, minimum: str) -> bool:
+    try:
+        return Version(found) < Version(minimum)
+    except InvalidVersion:
+        return True
+
+
+@check(
+    "software.min_versions", "torch, transformers, peft, bitsandbytes, accelerate at or above min_versions"
+)
+def min_versions(ctx: VerifyContext) -> CheckResult:
+    report = _report_or_fail(ctx)
+    if isinstance(report, CheckResult):
+        return report
+    minimums = ctx.settings.min_versions
+    missing = [name for name in minimums if report.packages.get(name) is None]
+    old = [
+        f"{name} {found} < {minimums[name]}"
+        for name, found in report.packages.items()
+        if found is not None and name in minimums and _below(found, minimums[name])
+    ]
+    value = {name: report.packages.get(name) for name in sorted(minimums)}
+    expected = {name: f">= {v}" for name, v in sorted(minimums.items())}
+    if missing or old:
+        problems = [f"{name} missing" for name in missing] + old
+        return fail("; ".join(problems), value=value, expected=expected, hint=ENV_HINT)
+    return ok(", ".join(f"{k} {v}" for k, v in value.items()), value=value, expected=expected)
+
+
+@check("software.pip_check", "`pip check` finds no broken requirement in the lab environment")
+def pip_check(ctx: VerifyContext) -> CheckResult:
+    result = ctx.sources.runner.run([lab_python(ctx), "-m", "pip", "check"], timeout=ctx.timeout)
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode == 0:
+        return ok("no broken requirements", value=0, expected=0)
+    if "No module named pip" in output:
+        return skip("pip is not installed in the lab environment")
+    lines = [line for line in output.splitlines() if line.strip()]
+    return fail(
+        f"{len(lines)} problem(s): {'; '.join(lines[:3])}",
+        value=len(lines),
+        expected=0,
+        hint="install the versions pip asks for (python_env role's pins), then re-run `pip check`",
+    )

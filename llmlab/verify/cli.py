@@ -1,0 +1,88 @@
+"""`llmlab verify`: the sub-command. At import time only the standard library and llmlab.config load."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from llmlab.config import config_path, load_config
+
+EXIT_COULD_NOT_RUN = 3
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "verify",
+        help="check that this host is what the inventory says, and healthy",
+        description=(
+            "Check this host against its config (/etc/llmlab/config.yaml, `verify:` section). "
+            "Exit 0: all OK/SKIP, 1: a WARN, 2: a FAIL, 3: could not run (bad config or arguments)."
+        ),
+    )
+    parser.add_argument(
+        "--level",
+        type=int,
+        choices=(1, 2, 3),
+        default=1,
+        help="1: quick checks (seconds); 2: adds GPU probes and a training smoke; 3: longer probes",
+    )
+    parser.add_argument(
+        "--only", type=_names, default=[], metavar="LIST", help="comma-separated categories or ids"
+    )
+    parser.add_argument(
+        "--skip", type=_names, default=[], metavar="LIST", help="comma-separated categories or ids"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the versioned JSON report instead of the table"
+    )
+    parser.add_argument(
+        "--prometheus-textfile",
+        type=Path,
+        metavar="PATH",
+        help="also write metrics for node_exporter's textfile collector (atomically), e.g. "
+        "/var/lib/prometheus/node-exporter/llmlab_verify.prom",
+    )
+    parser.add_argument("--list", action="store_true", help="list the check catalogue and exit")
+    parser.set_defaults(handler=run, config_error_exit=EXIT_COULD_NOT_RUN)
+
+
+def run(args: argparse.Namespace) -> int:
+    from llmlab.verify.runner import catalogue, run_checks, select
+
+    if args.list:
+        for c in catalogue():
+            print(f"{c.id:28} level {c.level}  {c.description}")
+        return 0
+    start = time.perf_counter()
+    config = load_config(args.config)  # ConfigError -> exit 3 before anything runs
+    checks = select(args.level, args.only, args.skip)
+
+    from llmlab.verify.context import VerifyContext, real_sources
+    from llmlab.verify.report import prometheus_text, render_table, to_json, write_atomically
+    from llmlab.verify.result import exit_code
+
+    ctx = VerifyContext(config=config, sources=real_sources(config), level=args.level)
+    results = run_checks(ctx, checks)
+    duration = time.perf_counter() - start
+    if args.json:
+        selection = {"only": args.only, "skip": args.skip}
+        report = to_json(results, ctx, str(config_path(args.config)), duration, selection)
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        from rich.console import Console
+
+        render_table(results, duration, args.level, Console(width=None if sys.stdout.isatty() else 160))
+    if args.prometheus_textfile:
+        try:
+            write_atomically(args.prometheus_textfile, prometheus_text(results, duration))
+        except OSError as exc:
+            print(f"llmlab verify: cannot write {args.prometheus_textfile}: {exc}", file=sys.stderr)
+            return EXIT_COULD_NOT_RUN
+    return exit_code(results)
