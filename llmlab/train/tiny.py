@@ -87,7 +87,10 @@ def _model_config(
 ):
     from transformers import GPT2Config, LlamaConfig
 
-    ids = {
+    # A frozen random output head with the usual 0.02 init caps logits near +-1 after the final norm, so LoRA
+    # could never fit anything; a wider init gives adapters room, as a pretrained head would.
+    shared = {
+        "initializer_range": 0.25,
         "vocab_size": len(tokenizer),
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
@@ -102,10 +105,12 @@ def _model_config(
             num_key_value_heads=2,
             max_position_embeddings=max_positions,
             tie_word_embeddings=False,
-            **ids,
+            **shared,
         )
     if arch == "gpt2":
-        return GPT2Config(n_embd=hidden_size, n_layer=num_layers, n_head=4, n_positions=max_positions, **ids)
+        return GPT2Config(
+            n_embd=hidden_size, n_layer=num_layers, n_head=4, n_positions=max_positions, **shared
+        )
     raise ValueError(f"arch: unknown architecture {arch!r} (valid: 'llama', 'gpt2')")
 
 
