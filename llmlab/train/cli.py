@@ -1,0 +1,205 @@
+"""`llmlab train` and `llmlab plan`. Imports only the standard library and llmlab.config at import time.
+
+Exit codes: 0 done; 2 bad config or usage (message names the key, the value and what is valid);
+128+N stopped by signal N after saving a checkpoint (130 SIGINT, 143 SIGTERM) — rerun with --resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from llmlab.config import ConfigError
+
+EXIT_USAGE = 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="fine-tune a model (full, LoRA, QLoRA) from one YAML config",
+        description="Fine-tune from CONFIG.yaml; `key=value` arguments override config keys. "
+        "`llmlab train merge OUTPUT_DIR` merges a trained adapter into its base model.",
+    )
+    train.add_argument("config_file", metavar="CONFIG.yaml", nargs="?", help="training config (or `merge`)")
+    train.add_argument("overrides", metavar="key=value", nargs="*", help="override a config key")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in output_dir"
+    )
+    train.add_argument("--print-schema", action="store_true", help="print the config's JSON schema and exit")
+    train.add_argument(
+        "--json", action="store_true", help="print metrics.json to stdout (progress on stderr)"
+    )
+    launch = train.add_argument_group("multi-process launch (prints the command, runs nothing)")
+    launch.add_argument(
+        "--launch-command", action="store_true", help="print the torchrun command for this run"
+    )
+    launch.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per node")
+    launch.add_argument("--nnodes", type=int, default=1, help="number of nodes")
+    launch.add_argument("--node-rank", type=int, default=0, help="this node's rank (0 = the master)")
+    launch.add_argument("--master-addr", default="127.0.0.1", help="address of the rank-0 node")
+    launch.add_argument("--master-port", type=int, default=29500, help="rendezvous port on the rank-0 node")
+    merge = train.add_argument_group("merge (llmlab train merge OUTPUT_DIR)")
+    merge.add_argument(
+        "--to", type=Path, default=None, help="where to write the merged model (OUTPUT_DIR/merged)"
+    )
+    merge.add_argument("--register", metavar="NAME", default=None, help="also import it into the model store")
+    train.set_defaults(handler=run_train, config_error_exit=EXIT_USAGE)
+
+    plan = subparsers.add_parser(
+        "plan",
+        help="estimate memory, fit per GPU, speed and cost of a training config (no weights loaded)",
+        description="Estimate training memory for full / LoRA / QLoRA, fit per GPU SKU, tokens/s and cost.",
+    )
+    plan.add_argument("config_file", metavar="CONFIG.yaml", help="training config")
+    plan.add_argument("overrides", metavar="key=value", nargs="*", help="override a config key")
+    plan.add_argument("--json", action="store_true", help="machine-readable output (schema_version 1)")
+    plan.set_defaults(handler=run_plan, config_error_exit=EXIT_USAGE)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if args.print_schema:
+        from llmlab.train.schema import config_schema
+
+        print(json.dumps(config_schema(), indent=2))
+        return 0
+    if args.config_file is None:
+        raise ConfigError("train: a CONFIG.yaml is required (or --print-schema, or `merge OUTPUT_DIR`)")
+    if args.config_file == "merge":
+        return _merge(args)
+    if args.to or args.register:
+        raise ConfigError("train: --to and --register belong to `llmlab train merge OUTPUT_DIR`")
+
+    from llmlab.train.schema import load_train_config
+
+    config_path = Path(args.config_file)
+    cfg = load_train_config(config_path, args.overrides)
+    if args.launch_command:
+        from llmlab.train.launch import format_command, launch_command
+
+        command = launch_command(
+            config_path,
+            args.overrides,
+            args.nproc,
+            args.nnodes,
+            args.node_rank,
+            args.master_addr,
+            args.master_port,
+            args.resume,
+        )
+        print(format_command(command))
+        return 0
+
+    from llmlab.train.run import train
+
+    progress = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with progress:
+        result = train(cfg, resume=args.resume, host_config=args.config)
+    metrics = result.metrics
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    elif result.interrupted_by:
+        print(
+            f"llmlab train: {metrics['status']}; checkpoint {metrics['checkpoint']}; continue with --resume"
+        )
+    else:
+        print(
+            f"llmlab train: done in {metrics['wall_time_seconds']:.1f}s: "
+            f"loss {metrics['initial_loss']:.4f} -> {metrics['final_loss']:.4f}, "
+            f"{metrics['tokens_per_second']:.0f} tokens/s, results in {cfg.output_dir}"
+        )
+    return result.exit_code
+
+
+def _merge(args: argparse.Namespace) -> int:
+    if len(args.overrides) != 1:
+        raise ConfigError("train merge: expected exactly one OUTPUT_DIR (the output_dir of a lora/qlora run)")
+    from llmlab.train.merge import merge_adapter, register_merged
+
+    merged = merge_adapter(Path(args.overrides[0]), args.to)
+    print(f"llmlab train merge: merged model in {merged}")
+    if args.register:
+        stored = register_merged(merged, args.register, args.config)
+        print(f"llmlab train merge: registered as {args.register!r} in the model store ({stored})")
+    return 0
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from llmlab.train.modeling import resolve_base_model
+    from llmlab.train.plan import make_plan
+    from llmlab.train.schema import load_train_config
+
+    cfg = load_train_config(Path(args.config_file), args.overrides)
+    plan = make_plan(cfg, resolve_base_model(cfg.base_model, args.config))
+    if args.json:
+        print(json.dumps(plan, indent=2))
+    else:
+        _print_plan(plan)
+    return 0
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    params = plan["parameters"]
+    console.print(
+        f"[bold]{plan['base_model']}[/]: {params['total']:,} parameters "
+        f"({plan['architecture']['model_type']}), LoRA trainable {params['lora_trainable']:,}; "
+        f"{plan['tokens_per_micro_batch']:,} tokens per micro-batch"
+    )
+    memory = Table(title="Memory per GPU (GiB)")
+    for column in (
+        "method",
+        "checkpointing",
+        "weights",
+        "gradients",
+        "optimizer",
+        "activations",
+        "overhead",
+        "total",
+    ):
+        memory.add_column(column, justify="left" if column in ("method", "checkpointing") else "right")
+    for row in plan["memory"]:
+        chosen = (
+            row["method"] == plan["method"]
+            and row["gradient_checkpointing"] == plan["gradient_checkpointing"]
+        )
+        memory.add_row(
+            ("* " if chosen else "") + row["method"],
+            "yes" if row["gradient_checkpointing"] else "no",
+            *(
+                f"{row[key]:.2f}"
+                for key in ("weights_gib", "gradients_gib", "optimizer_gib", "activations_gib")
+            ),
+            f"{row['overhead_gib']:.2f}",
+            f"{row['total_gib']:.2f}",
+        )
+    console.print(memory)
+    assumptions = plan["assumptions"]
+    fits = Table(
+        title=f"{plan['method']} on {assumptions['num_gpus']} GPU(s), {assumptions['distributed']}, "
+        f"MFU {assumptions['mfu']:.0%}, {_fmt(plan['epoch_tokens'], ',')} tokens per epoch"
+    )
+    for column in ("GPU", "memory GiB", "fits", "headroom GiB", "tokens/s", "hours/epoch", "cost/epoch"):
+        fits.add_column(column, justify="left" if column in ("GPU", "fits") else "right")
+    for row in plan["gpus"]:
+        fits.add_row(
+            row["sku"],
+            f"{row['memory_gib']:g}",
+            "[green]yes[/]" if row["fits"] else "[red]no[/]",
+            f"{row['headroom_gib']:.1f}",
+            f"{row['tokens_per_second']:,.0f}",
+            _fmt(row["hours_per_epoch"], ".2f"),
+            _fmt(row["cost_per_epoch"], ",.2f"),
+        )
+    console.print(fits)

@@ -1,0 +1,223 @@
+"""From JSONL files to training rows: formatting, response-only labels, EOS, packing, collation.
+
+Each example becomes `input_ids` and `labels` (IGNORE where no loss is taken). Loss is on the response
+only for `instruction` and `chat`; every example ends with EOS *with* a label, because a model that never
+learned to emit EOS never stops. With packing, examples are bin-packed into rows of at most
+`sequence_len` tokens; `position_ids` restart at 0 for every example, which transformers turns into a
+block-diagonal causal mask (examples in one row do not attend to each other).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmlab.config import ConfigError
+from llmlab.train.schema import DatasetSpec
+
+IGNORE = -100
+
+ALPACA_PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
+ALPACA_PROMPT_WITH_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+
+Example = dict[str, list[int]]
+
+
+@dataclass
+class EncodedData:
+    examples: list[Example]
+    dropped_too_long: int = 0
+    longest: int = 0
+    per_file: dict[str, int] = field(default_factory=dict)
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
+            if not isinstance(record, dict):
+                raise ConfigError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            yield number, record
+
+
+def _field(record: dict[str, Any], key: str, where: str, fmt: str, required: bool = True) -> str:
+    value = record.get(key, None if required else "")
+    if not isinstance(value, str) or (required and not value):
+        raise ConfigError(
+            f"{where}: format {fmt!r} needs a non-empty string {key!r} (got keys {sorted(record)})"
+        )
+    return value
+
+
+def encode_text(tokenizer, text: str) -> Example:
+    ids = [*tokenizer(text, add_special_tokens=True)["input_ids"], tokenizer.eos_token_id]
+    return {"input_ids": ids, "labels": [IGNORE, *ids[1:]]}
+
+
+def encode_instruction(tokenizer, instruction: str, input_text: str, output: str) -> Example:
+    template = ALPACA_PROMPT_WITH_INPUT if input_text else ALPACA_PROMPT
+    prompt = tokenizer(template.format(instruction=instruction, input=input_text), add_special_tokens=True)
+    response = tokenizer(output, add_special_tokens=False)
+    prompt_ids = prompt["input_ids"]
+    response_ids = [*response["input_ids"], tokenizer.eos_token_id]
+    return {"input_ids": prompt_ids + response_ids, "labels": [IGNORE] * len(prompt_ids) + response_ids}
+
+
+def _assistant_spans(tokenizer, messages: list[dict[str, str]], text: str) -> list[tuple[int, int]]:
+    """Character spans of the assistant turns in `text`, found by rendering growing prefixes of the chat."""
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+        through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not (text.startswith(before) and text.startswith(through)):
+            raise ConfigError(
+                "the tokenizer's chat template renders a conversation differently from its prefixes, so the "
+                "assistant turns cannot be located for response-only loss; use format 'instruction' or 'text'"
+            )
+        spans.append((len(before), len(through.rstrip())))
+    return spans
+
+
+def encode_chat(tokenizer, messages: list[dict[str, str]]) -> Example:
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = _assistant_spans(tokenizer, messages, text)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = list(encoded["input_ids"])
+    labels = [
+        token if any(start <= begin < end for start, end in spans) else IGNORE
+        for token, (begin, _) in zip(ids, encoded["offset_mapping"], strict=True)
+    ]
+    if not text.rstrip().endswith(tokenizer.eos_token):
+        ids.append(tokenizer.eos_token_id)
+        labels.append(tokenizer.eos_token_id)
+    labels[0] = IGNORE
+    return {"input_ids": ids, "labels": labels}
+
+
+def _encode_record(tokenizer, record: dict[str, Any], fmt: str, where: str) -> Example:
+    if fmt == "text":
+        return encode_text(tokenizer, _field(record, "text", where, fmt))
+    if fmt == "instruction":
+        return encode_instruction(
+            tokenizer,
+            _field(record, "instruction", where, fmt),
+            _field(record, "input", where, fmt, required=False),
+            _field(record, "output", where, fmt),
+        )
+    messages = record.get("messages")
+    valid = (
+        isinstance(messages, list)
+        and messages
+        and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in messages)
+    )
+    if not valid:
+        raise ConfigError(f"{where}: format 'chat' needs 'messages': a list of {{role, content}} objects")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ConfigError(f"{where}: a chat example needs at least one assistant message to learn from")
+    return encode_chat(tokenizer, messages)
+
+
+def encode_datasets(tokenizer, specs: Sequence[DatasetSpec], sequence_len: int) -> EncodedData:
+    """Tokenize every example of every file; examples longer than `sequence_len` are dropped (and counted)."""
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("base_model: the tokenizer has no EOS token; a fine-tuned model could never stop")
+    if any(spec.format == "chat" for spec in specs) and not tokenizer.chat_template:
+        raise ConfigError("datasets: format 'chat' needs a tokenizer with a chat template; this one has none")
+    data = EncodedData(examples=[])
+    for spec in specs:
+        kept = 0
+        for number, record in read_jsonl(spec.path):
+            example = _encode_record(tokenizer, record, spec.format, f"{spec.path}:{number}")
+            data.longest = max(data.longest, len(example["input_ids"]))
+            if len(example["input_ids"]) > sequence_len:
+                data.dropped_too_long += 1
+                continue
+            data.examples.append(example)
+            kept += 1
+        data.per_file[str(spec.path)] = kept
+    if not data.examples:
+        raise ConfigError(
+            f"datasets: no example fits sequence_len={sequence_len} (longest: {data.longest} tokens, "
+            f"{data.dropped_too_long} dropped)"
+        )
+    return data
+
+
+def split_eval(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Hold out `fraction` of the examples (at least one when fraction > 0), chosen with `seed`."""
+    if fraction <= 0:
+        return examples, []
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(examples) * fraction))
+    if n_eval >= len(examples):
+        raise ConfigError(f"eval_split: {fraction} leaves no training examples out of {len(examples)}")
+    held = set(order[:n_eval])
+    train = [ex for i, ex in enumerate(examples) if i not in held]
+    return train, [examples[i] for i in sorted(held)]
+
+
+def pack(examples: list[Example], sequence_len: int) -> list[Example]:
+    """Best-fit-decreasing bin packing into rows of <= sequence_len tokens, with per-example position_ids."""
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
+    bins: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (free tokens, bin index), sorted
+    for i in order:
+        size = len(examples[i]["input_ids"])
+        slot = bisect.bisect_left(free, (size, -1))
+        if slot < len(free):
+            room, b = free.pop(slot)
+        else:
+            room, b = sequence_len, len(bins)
+            bins.append([])
+        bins[b].append(i)
+        if room - size > 0:
+            bisect.insort(free, (room - size, b))
+    rows = []
+    for members in bins:
+        row: Example = {"input_ids": [], "labels": [], "position_ids": []}
+        for i in members:
+            row["input_ids"] += examples[i]["input_ids"]
+            row["labels"] += examples[i]["labels"]
+            row["position_ids"] += list(range(len(examples[i]["input_ids"])))
+        rows.append(row)
+    return rows
+
+
+class PackedCollator:
+    """Pads packed rows to the longest in the batch. No attention mask: position_ids delimit the examples."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[Example]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(row["input_ids"]) for row in rows)
+        batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}
+        for row in rows:
+            gap = width - len(row["input_ids"])
+            batch["input_ids"].append(row["input_ids"] + [self.pad_token_id] * gap)
+            batch["labels"].append(row["labels"] + [IGNORE] * gap)
+            # Padding forms its own segment, so no real token attends to it.
+            batch["position_ids"].append(row["position_ids"] + list(range(gap)))
+        return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+
+
+def padded_collator(tokenizer):
+    """Without packing: pad each batch to its longest example (labels padded with IGNORE)."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE)

@@ -1,0 +1,37 @@
+"""`llmlab train merge`: fold a LoRA / QLoRA adapter into its base weights, optionally into the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmlab.config import ConfigError, load_config
+
+
+def merge_adapter(run_dir: Path, destination: Path | None = None) -> Path:
+    """Merge the adapter saved in `run_dir` into its base model; returns the directory of the merged model.
+
+    The base is loaded unquantised in its own dtype (merging into 4-bit weights would round the update away),
+    so a QLoRA adapter yields an ordinary full-precision model.
+    """
+    if not (run_dir / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"merge: {run_dir} holds no adapter_config.json; "
+            "merge needs the output_dir of a lora or qlora run"
+        )
+    destination = destination or run_dir / "merged"
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    model = AutoPeftModelForCausalLM.from_pretrained(run_dir, dtype="auto")
+    merged = model.merge_and_unload()
+    merged.save_pretrained(destination)
+    AutoTokenizer.from_pretrained(run_dir).save_pretrained(destination)
+    return destination
+
+
+def register_merged(model_dir: Path, name: str, host_config: Path | None = None) -> Path:
+    """Import a merged model into the host's model store under `name`; returns its path in the store."""
+    from llmlab.models.store import ModelStore
+
+    store = ModelStore(load_config(host_config).model_store)
+    return Path(store.import_model(model_dir, name=name))

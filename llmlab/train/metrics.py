@@ -1,0 +1,66 @@
+"""What a run measured, in the terms people compare runs by: tokens/s, padding efficiency, memory, MFU."""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+from typing import Any
+
+from llmlab.gpus import find_sku
+
+# Forward + backward FLOPs per token and parameter: full fine-tuning computes gradients for activations and
+# weights (2 + 4 = 6); LoRA skips the frozen weights' gradients (2 + 2 = 4, adapters are negligible).
+FLOPS_PER_TOKEN_PER_PARAM = {"full": 6, "lora": 4, "qlora": 4}
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (the kernel's high-water mark)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def current_rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def peak_memory(device: str) -> dict[str, int]:
+    """On GPU: torch's peak allocated and reserved bytes on this process's device; always: peak RSS."""
+    memory = {"peak_rss_bytes": peak_rss_bytes()}
+    if device == "cuda":
+        import torch
+
+        memory["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+        memory["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    return memory
+
+
+def mfu_estimate(
+    method: str, base_params: int, tokens_per_second: float, world_size: int, precision: str, device_name: str
+) -> dict[str, Any]:
+    """Model FLOPs utilisation, with the accounting spelled out; `mfu` is None where no peak is known."""
+    per_token = FLOPS_PER_TOKEN_PER_PARAM[method] * base_params
+    sku = find_sku(device_name)
+    peak_tflops = None
+    if sku is not None and precision in ("bf16", "fp16"):
+        peak_tflops = sku.bf16_tflops if precision == "bf16" else sku.fp16_tflops
+    achieved = tokens_per_second * per_token
+    return {
+        "mfu": achieved / (peak_tflops * 1e12 * world_size) if peak_tflops else None,
+        "flops_per_token": per_token,
+        "accounting": f"{FLOPS_PER_TOKEN_PER_PARAM[method]}N per token ({method}), N = {base_params} base "
+        "parameters; attention FLOPs not counted",
+        "peak_tflops_per_device": peak_tflops,
+        "peak_source": f"{sku.name} {precision} dense peak ({sku.source})" if peak_tflops and sku else None,
+        "devices": world_size,
+    }
+
+
+def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    return [{"step": entry["step"], "loss": entry["loss"]} for entry in log_history if "loss" in entry]
+
+
+def perplexity(loss: float | None) -> float | None:
+    return None if loss is None else math.exp(min(loss, 700.0))  # capped: JSON has no infinity

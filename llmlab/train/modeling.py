@@ -1,0 +1,138 @@
+"""Finding and loading the base model, choosing precision, and applying LoRA / QLoRA with peft."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmlab.config import ConfigError, load_config
+from llmlab.train.schema import TrainConfig
+
+
+def resolve_base_model(name: str, host_config: Path | None = None) -> Path:
+    """A directory as given, else the model store's copy of `name`; ConfigError when neither exists."""
+    candidate = Path(name).expanduser()
+    if candidate.is_dir():
+        return candidate.resolve()
+    store_root = load_config(host_config).model_store
+    try:
+        from llmlab.models.store import ModelNotFound, ModelStore
+    except ImportError:
+        raise ConfigError(
+            f"base_model: not a directory, and the model store is unavailable here (got {name!r})"
+        ) from None
+    try:
+        return Path(ModelStore(store_root).resolve(name))
+    except ModelNotFound:
+        raise ConfigError(
+            f"base_model: not a directory and not in the model store at {store_root} (got {name!r}); "
+            "add it with `llmlab models pull` or give a path"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What `precision: auto|bf16|fp16|fp32` means on this device."""
+
+    name: str  # bf16 | fp16 | fp32
+    device: str  # cuda | cpu
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.name]
+
+
+def detect_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def choose_precision(requested: str, device: str | None = None) -> Precision:
+    import torch
+
+    device = device or detect_device()
+    if requested == "auto":
+        if device == "cuda":
+            return Precision("bf16" if torch.cuda.is_bf16_supported() else "fp16", device)
+        return Precision("fp32", device)
+    if requested == "fp16" and device == "cpu":
+        raise ConfigError("precision: fp16 mixed precision needs a GPU (got 'fp16'); use auto, bf16 or fp32")
+    if requested == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("precision: this GPU does not support bf16 (got 'bf16'); use auto, fp16 or fp32")
+    return Precision(requested, device)
+
+
+def load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        # A pad token equal to EOS gets masked out of the loss, and the model never learns to stop.
+        tokenizer.add_special_tokens({"pad_token": "<|llmlab_pad|>"})
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _quantization_config(cfg: TrainConfig, precision: Precision):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = (
+        precision.torch_dtype
+        if cfg.bnb_4bit_compute_dtype == "auto"
+        else {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+            cfg.bnb_4bit_compute_dtype
+        ]
+    )
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def load_model(cfg: TrainConfig, model_dir: Path, tokenizer, precision: Precision) -> Any:
+    """The model ready to train: full weights, or a peft model with LoRA adapters (on a 4-bit base for qlora).
+
+    Full fine-tuning keeps fp32 master weights (the Trainer's autocast does the bf16/fp16 math);
+    LoRA and QLoRA load the frozen base in the compute dtype, as the adapters are the only weights updated.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32 if cfg.method == "full" else precision.torch_dtype}
+    if cfg.method == "qlora":
+        kwargs["quantization_config"] = _quantization_config(cfg, precision)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_cache = False
+    if cfg.method == "full":
+        return model
+
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit packed weights are counted as the parameters they hold."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

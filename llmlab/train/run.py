@@ -1,0 +1,294 @@
+"""One training run: load, adapt, train with the transformers Trainer, evaluate, and leave results behind.
+
+`output_dir` receives the adapter (or full weights), the tokenizer, `train_config.yaml` (the resolved config)
+and `metrics.json`; checkpoints go to `output_dir/checkpoint-N`. SIGINT/SIGTERM finish the current optimizer
+step, save a checkpoint and stop; `resume=True` continues from the newest checkpoint with the optimizer,
+scheduler, RNG and data position restored, so the resumed run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmlab.config import ConfigError
+from llmlab.train.schema import TrainConfig
+
+METRICS_SCHEMA_VERSION = 1
+CONFIG_FILE = "train_config.yaml"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any]
+    interrupted_by: int | None  # the signal number, when a signal stopped the run
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.interrupted_by if self.interrupted_by else 0
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def say(message: str) -> None:
+    if is_main_process():
+        print(f"llmlab train: {message}", flush=True)
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def preflight(cfg: TrainConfig, resume: bool) -> None:
+    """Cheap checks that would otherwise fail after minutes of loading."""
+    existing = checkpoints(cfg.output_dir) if cfg.output_dir.is_dir() else []
+    if existing and not resume:
+        raise ConfigError(
+            f"output_dir: {cfg.output_dir} already holds {existing[-1].name}; "
+            "pass --resume to continue that run, or choose a new output_dir"
+        )
+    if resume and not existing:
+        raise ConfigError(
+            f"--resume: no checkpoint-N directory in output_dir {cfg.output_dir} to resume from"
+        )
+    if cfg.tracking == "mlflow":
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise ConfigError(
+                "tracking: 'mlflow' needs the mlflow package (pip install mlflow); valid: none, tensorboard"
+            )
+
+
+def _tracking_environment(cfg: TrainConfig, host_tracking_uri: str | None) -> None:
+    if cfg.tracking == "mlflow":
+        uri = cfg.tracking_uri or host_tracking_uri or (cfg.output_dir / "mlruns").as_uri()
+        os.environ.setdefault("MLFLOW_TRACKING_URI", uri)
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", cfg.output_dir.name)
+
+
+def _make_trainer_classes():
+    """Trainer subclass and callback, defined lazily so importing this module does not import transformers."""
+    import torch
+    from transformers import Trainer, TrainerCallback
+
+    class CountingTrainer(Trainer):
+        """Counts real and padding token slots of the training batches (for padding efficiency)."""
+
+        real_tokens = 0
+        token_slots = 0
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            ids = inputs["input_ids"]
+            self.token_slots += ids.numel()
+            self.real_tokens += int((ids != self.processing_class.pad_token_id).sum())
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    class GracefulStop(TrainerCallback):
+        """First SIGINT/SIGTERM: finish the step, checkpoint, stop. A second SIGINT aborts at once."""
+
+        def __init__(self) -> None:
+            self.received: int | None = None
+            self._previous = {
+                sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+
+        def _handle(self, signum: int, frame: Any) -> None:
+            if self.received is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.received = signum
+            say(f"received {signal.Signals(signum).name}: saving a checkpoint after this step, then stopping")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            stop = torch.tensor([self.received or 0], device=args.device)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # Every rank must stop at the same step, or the others wait forever in the next all-reduce.
+                torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+            if int(stop.item()):
+                self.received = int(stop.item())
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+        def restore(self) -> None:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+    return CountingTrainer, GracefulStop
+
+
+def training_arguments(cfg: TrainConfig, precision, eval_enabled: bool):
+    from transformers import TrainingArguments
+
+    from llmlab.train.launch import distributed_arguments
+
+    gradient_checkpointing = cfg.gradient_checkpointing and cfg.distributed != "fsdp"
+    return TrainingArguments(
+        output_dir=str(cfg.output_dir),
+        per_device_train_batch_size=cfg.micro_batch_size,
+        per_device_eval_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        bf16=precision.name == "bf16" and precision.device == "cuda",
+        fp16=precision.name == "fp16",
+        use_cpu=precision.device == "cpu",
+        activation_checkpointing=gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        eval_strategy="no",
+        do_eval=eval_enabled,
+        report_to=[] if cfg.tracking == "none" else [cfg.tracking],
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        ddp_find_unused_parameters=False,
+        ddp_backend="gloo"
+        if precision.device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        else None,
+        **distributed_arguments(cfg),
+    )
+
+
+def _write_outputs(cfg: TrainConfig, metrics: dict[str, Any]) -> None:
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.output_dir / CONFIG_FILE).write_text(
+        yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+    )
+    (cfg.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = None) -> RunResult:
+    """Run (or resume) training as `cfg` says; ConfigError for bad input found while loading."""
+    from llmlab.config import load_config
+    from llmlab.train.metrics import current_rss_bytes
+
+    preflight(cfg, resume)
+    from llmlab.train.modeling import resolve_base_model
+
+    model_dir = resolve_base_model(cfg.base_model, host_config)
+    _tracking_environment(cfg, load_config(host_config).tracking_uri)
+    baseline_rss = current_rss_bytes()
+    started = time.monotonic()
+
+    from transformers import set_seed
+
+    from llmlab.train import data as datamod
+    from llmlab.train import metrics as metricsmod
+    from llmlab.train.modeling import choose_precision, load_model, load_tokenizer, parameter_counts
+
+    set_seed(cfg.seed)
+    precision = choose_precision(cfg.precision)
+    tokenizer = load_tokenizer(model_dir)
+    encoded = datamod.encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len)
+    if encoded.dropped_too_long:
+        say(f"dropped {encoded.dropped_too_long} examples longer than sequence_len={cfg.sequence_len}")
+    train_examples, eval_examples = datamod.split_eval(encoded.examples, cfg.eval_split, cfg.seed)
+    if cfg.packing:
+        train_rows = datamod.pack(train_examples, cfg.sequence_len)
+        eval_rows = datamod.pack(eval_examples, cfg.sequence_len) if eval_examples else []
+        collator = datamod.PackedCollator(tokenizer.pad_token_id)
+    else:
+        train_rows, eval_rows, collator = train_examples, eval_examples, datamod.padded_collator(tokenizer)
+    say(
+        f"{len(train_examples)} training examples in {len(train_rows)} rows, "
+        f"{len(eval_examples)} for evaluation"
+    )
+
+    model = load_model(cfg, model_dir, tokenizer, precision)
+    trainable, total = parameter_counts(model)
+    say(f"{cfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+
+    CountingTrainer, GracefulStop = _make_trainer_classes()
+    stopper = GracefulStop()
+    args = training_arguments(cfg, precision, bool(eval_rows))
+    trainer = CountingTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows or None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[stopper],
+    )
+    try:
+        output = trainer.train(resume_from_checkpoint=True if resume else None)
+    finally:
+        stopper.restore()
+    interrupted = stopper.received
+    eval_loss = None
+    if eval_rows and not interrupted:
+        eval_loss = trainer.evaluate()["eval_loss"]
+    if not interrupted:
+        trainer.save_model(str(cfg.output_dir))
+
+    import torch
+
+    counts = torch.tensor([trainer.real_tokens, trainer.token_slots], dtype=torch.float64, device=args.device)
+    if args.world_size > 1:
+        torch.distributed.all_reduce(counts)
+    real_tokens, slots = counts.tolist()
+    runtime = output.metrics["train_runtime"]
+    tokens_per_second = real_tokens / runtime if runtime > 0 else 0.0
+    device_name = torch.cuda.get_device_name() if precision.device == "cuda" else "cpu"
+    curve = metricsmod.loss_curve(trainer.state.log_history)
+    memory = metricsmod.peak_memory(precision.device)
+    memory["baseline_rss_bytes"] = baseline_rss
+    metrics: dict[str, Any] = {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "status": f"interrupted by {signal.Signals(interrupted).name}" if interrupted else "completed",
+        "checkpoint": str(checkpoints(cfg.output_dir)[-1]) if interrupted else None,
+        "method": cfg.method,
+        "base_model": str(model_dir),
+        "device": device_name,
+        "precision": precision.name,
+        "world_size": args.world_size,
+        "global_step": trainer.state.global_step,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "loss_curve": curve,
+        "initial_loss": curve[0]["loss"] if curve else None,
+        "final_loss": curve[-1]["loss"] if curve else None,
+        "eval_loss": eval_loss,
+        "eval_perplexity": metricsmod.perplexity(eval_loss),
+        "train_runtime_seconds": runtime,
+        "wall_time_seconds": time.monotonic() - started,
+        "tokens_per_second": tokens_per_second,
+        "trained_tokens": int(real_tokens),
+        "padding_efficiency": real_tokens / slots if slots else None,
+        "examples": {
+            "train": len(train_examples),
+            "eval": len(eval_examples),
+            "dropped": encoded.dropped_too_long,
+        },
+        "memory": memory,
+    }
+    if precision.device == "cuda":
+        base_params = total - trainable if cfg.method != "full" else total
+        metrics["mfu"] = metricsmod.mfu_estimate(
+            cfg.method, base_params, tokens_per_second, args.world_size, precision.name, device_name
+        )
+    if trainer.is_world_process_zero():
+        if not interrupted:
+            tokenizer.save_pretrained(cfg.output_dir)
+        _write_outputs(cfg, metrics)
+    return RunResult(metrics=metrics, interrupted_by=interrupted)

@@ -1,0 +1,197 @@
+"""The training config: one flat YAML file (axolotl / LLaMA-Factory style), validated before anything loads.
+
+Every key can be overridden on the command line as `key=value` (the value is parsed as YAML, so
+`max_steps=100`, `packing=false` and `datasets=[{path: a.jsonl, format: chat}]` all work; dotted keys
+such as `plan.mfu=0.4` reach nested sections). Relative paths are taken from the current directory and
+stored absolute in the resolved config that a run leaves in `output_dir`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from llmlab.config import ConfigError, StrictModel, describe_validation_error, read_yaml_mapping
+
+Method = Literal["lora", "qlora", "full"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+DatasetFormat = Literal["text", "instruction", "chat"]
+Distributed = Literal["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
+
+
+class DatasetSpec(StrictModel):
+    path: Path = Field(description="A JSONL file, one example per line.")
+    format: DatasetFormat = Field(
+        description="text: {text}; instruction: {instruction, input?, output}; "
+        "chat: {messages: [{role, content}]}."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError("file not found")
+        return path.resolve()
+
+
+class PlanSettings(StrictModel):
+    """Figures `llmlab plan` uses for throughput and cost; measured values for your hosts beat defaults."""
+
+    num_gpus: int = Field(
+        1, ge=1, description="GPUs the run would use (memory is per GPU; sharding divides it)."
+    )
+    mfu: float = Field(
+        0.35,
+        gt=0,
+        le=1,
+        description="Assumed model-FLOPs utilisation, as a fraction of the SKU's dense peak.",
+    )
+    gpu_hour_prices: dict[str, float] = Field(
+        default_factory=dict,
+        description="Price per GPU-hour by SKU name (e.g. {'H100 SXM': 3.0}); cost needs one.",
+    )
+
+
+class TrainConfig(StrictModel):
+    base_model: str = Field(description="A name in the model store, or a directory with a saved model.")
+    method: Method = Field(
+        "lora", description="lora: adapters on a bf16/fp32 base; qlora: on a 4-bit base; full."
+    )
+
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    lora_target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Module names to adapt, or all-linear (every linear layer but the output head).",
+    )
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="qlora: 4-bit data type.")
+    bnb_4bit_use_double_quant: bool = Field(
+        True, description="qlora: quantise the quantisation constants too."
+    )
+    bnb_4bit_compute_dtype: Precision = Field("auto", description="qlora: dtype of the de-quantised matmuls.")
+
+    datasets: list[DatasetSpec] = Field(
+        min_length=1, description="Training data; examples of all files are mixed."
+    )
+    sequence_len: int = Field(
+        2048, ge=16, description="Tokens per training sequence; longer examples are dropped."
+    )
+    packing: bool = Field(True, description="Fill each sequence with several examples instead of padding.")
+
+    micro_batch_size: int = Field(2, ge=1, description="Sequences per device per forward pass.")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "polynomial"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of the steps spent warming up.")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (beats epochs)."
+    )
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 disables it.")
+    seed: int = 42
+    eval_split: float = Field(0.0, ge=0, lt=1, description="Fraction of examples held out for evaluation.")
+
+    precision: Precision = Field(
+        "auto", description="auto: bf16 on GPUs that support it, else fp16; fp32 on CPU."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward to save memory."
+    )
+
+    output_dir: Path = Field(Path("outputs"), description="Checkpoints, final weights, metrics.json.")
+    save_steps: int = Field(200, ge=1, description="Checkpoint every N optimizer steps.")
+    save_total_limit: int | None = Field(2, ge=1, description="Keep only the newest N checkpoints.")
+    logging_steps: int = Field(10, ge=1, description="Log the training loss every N steps.")
+    tracking: Literal["none", "tensorboard", "mlflow"] = "none"
+    tracking_uri: str | None = Field(
+        None,
+        description="mlflow: a server URI; default: the host config's, else a file store in "
+        "output_dir/mlruns.",
+    )
+    distributed: Distributed = Field(
+        "ddp", description="Multi-process strategy under torchrun: ddp, fsdp, or DeepSpeed ZeRO stage 2/3."
+    )
+    plan: PlanSettings = Field(default_factory=PlanSettings)
+
+    @field_validator("output_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return path.resolve()
+
+    @model_validator(mode="after")
+    def _compatible(self) -> TrainConfig:
+        if self.method == "qlora" and self.distributed == "fsdp":
+            raise ValueError(
+                "distributed: fsdp does not shard 4-bit weights here; use ddp or deepspeed_zero2 for qlora"
+            )
+        return self
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` strings to a nested mapping; values are YAML scalars or flow collections."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key or " " in key:
+            raise ConfigError(f"command line: {pair!r}: expected key=value (e.g. learning_rate=1e-4)")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"command line: {key}: not a valid YAML value (got {raw!r}): {exc}") from None
+        *parents, leaf = key.split(".")
+        node = result
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"command line: {key}: {part} is not a section")
+        node[leaf] = value
+    return result
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _suggestions(exc: ValidationError, source: str) -> list[str]:
+    """For unknown keys, name the closest valid key (a typo is the usual cause)."""
+    lines = []
+    for err in exc.errors():
+        if err["type"] != "extra_forbidden":
+            continue
+        model: type[StrictModel] = PlanSettings if err["loc"][0] == "plan" else TrainConfig
+        close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1)
+        if close:
+            key = ".".join(str(part) for part in err["loc"])
+            lines.append(f"{source}: {key}: did you mean {close[0]!r}?")
+    return lines
+
+
+def validate_train_config(data: dict[str, Any], source: str) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [describe_validation_error(exc, source), *_suggestions(exc, source)]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_train_config(path: Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, merge command-line overrides into, and validate a training config; errors are ConfigError."""
+    data = _merge(read_yaml_mapping(path), parse_overrides(overrides or []))
+    return validate_train_config(data, f"{path} + command line" if overrides else str(path))
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of the training config (`llmlab train --print-schema`)."""
+    return TrainConfig.model_json_schema()
