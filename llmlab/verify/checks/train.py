@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
+from contextlib import redirect_stdout
 from pathlib import Path
 
 from llmlab.verify.context import VerifyContext
@@ -18,7 +20,8 @@ def smoke(ctx: VerifyContext) -> CheckResult:
     run_smoke = ctx.sources.smoke()
     if run_smoke is None:
         return skip("the training package (llmlab.train.smoke) is not available in this build")
-    with tempfile.TemporaryDirectory(prefix="llmlab-verify-smoke-") as workdir:
+    # The trainer prints its logs; stdout belongs to verify's table or JSON, so they go to stderr.
+    with tempfile.TemporaryDirectory(prefix="llmlab-verify-smoke-") as workdir, redirect_stdout(sys.stderr):
         report = run_smoke(Path(workdir), steps=SMOKE_STEPS)
     initial, final = float(report["initial_loss"]), float(report["final_loss"])
     where = f"on {report['device']} ({report['seconds']:.1f} s)"
