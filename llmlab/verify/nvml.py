@@ -165,6 +165,8 @@ class PynvmlReader:
             for proc in _optional(nv, fn, h) or ():
                 used = proc.usedGpuMemory
                 mib = None if used is None else used / 2**20
+                if proc.pid in seen and mib is None:
+                    continue  # listed by both calls; keep the reading that has the memory
                 seen[proc.pid] = GpuProcess(proc.pid, mib, _process_name(proc.pid))
         return tuple(seen.values())
 
