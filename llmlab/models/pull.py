@@ -98,7 +98,9 @@ def _download(
         listing = HfApi(endpoint=endpoint, token=token).list_repo_tree(name, revision=commit, recursive=True)
         files = [f for f in filter_repo_objects(listing, allow_patterns=patterns, key=lambda f: f.path)]
     files = [f for f in files if isinstance(f, RepoFile)]
-    if patterns == list(DEFAULT_PATTERNS) and not any(fnmatch.fnmatch(f.path, "*.safetensors") for f in files):
+    if patterns == list(DEFAULT_PATTERNS) and not any(
+        fnmatch.fnmatch(f.path, "*.safetensors") for f in files
+    ):
         raise StoreError(
             f"{name}@{commit[:12]}: no *.safetensors weights among the files matching {patterns}; "
             "if the model only has .bin weights, pull with --include '*.bin' plus the other patterns you need"
