@@ -94,12 +94,14 @@ def run_train(args: argparse.Namespace) -> int:
         print(format_command(command))
         return 0
 
-    from llmlab.train.run import train
+    from llmlab.train.run import is_main_process, train
 
     progress = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     with progress:
         result = train(cfg, resume=args.resume, host_config=args.config)
     metrics = result.metrics
+    if not is_main_process():
+        return result.exit_code
     if args.json:
         print(json.dumps(metrics, indent=2))
     elif result.interrupted_by:

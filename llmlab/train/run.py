@@ -128,6 +128,21 @@ def _make_trainer_classes():
     return CountingTrainer, GracefulStop
 
 
+def replica_checksums(model, device) -> list[list[float]]:
+    """Per rank (sum, sum of squares) of the trainable weights: DDP replicas that drifted apart show here."""
+    import torch
+
+    params = [p.detach().double() for p in model.parameters() if p.requires_grad]
+    local = torch.tensor(
+        [sum(float(p.sum()) for p in params), sum(float((p * p).sum()) for p in params)],
+        dtype=torch.float64,
+        device=device,
+    )
+    gathered = [torch.zeros_like(local) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, local)
+    return [t.tolist() for t in gathered]
+
+
 def training_arguments(cfg: TrainConfig, precision, eval_enabled: bool):
     from transformers import TrainingArguments
 
@@ -282,6 +297,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
         },
         "memory": memory,
     }
+    if args.world_size > 1:
+        checksums = replica_checksums(trainer.model, args.device)
+        metrics["replica_checksums"] = checksums
+        metrics["replicas_in_sync"] = all(c == checksums[0] for c in checksums)
     if precision.device == "cuda":
         base_params = total - trainable if cfg.method != "full" else total
         metrics["mfu"] = metricsmod.mfu_estimate(
