@@ -35,7 +35,7 @@ class Sources:
     nvml: NvmlReader
     # Collaborators from sibling packages, resolved only when a check needs them (their imports are heavy).
     # A provider returning None means "not available in this build", and the check says so.
-    models: Callable[[], Any] = lambda: None  # -> object with verify(name) -> result with .ok (ModelStore)
+    models: Callable[[], Any] = lambda: None  # -> llmlab.models.store.ModelStore
     smoke: Callable[[], Callable[..., dict] | None] = lambda: None  # -> llmlab.train.smoke.run_smoke
     bench: Any = None  # llmlab.verify.bench.TorchBench (created on first use) or a test's fake
 
@@ -59,7 +59,7 @@ def _model_store(config: HostConfig) -> Any:
         from llmlab.models.store import ModelStore  # issue 4's package; absent until it lands
     except ImportError:
         return None
-    return ModelStore(config.model_store)
+    return ModelStore(config.model_store, group=config.lab_group)
 
 
 def _training_smoke() -> Callable[..., dict] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from typing import Any
 
 from llmlab.verify.context import VerifyContext
 from llmlab.verify.result import CheckResult, check, fail, ok, skip, warn
@@ -43,7 +44,22 @@ def store_writable(ctx: VerifyContext) -> CheckResult:
     return ok(f"{store} writable by group {group} ({mode})", value=mode, expected=expected)
 
 
-@check("models.pins", "every model in model_pins is in the store and intact (llmlab.models)")
+def pin_problem(store: Any, spec: str, rehash: bool) -> str | None:
+    """What is wrong with a pinned `name[@revision]`, or None. Level 1 compares sizes; level 2+ re-hashes."""
+    try:
+        if rehash:
+            result = store.verify(spec)
+            return None if result.ok else ", ".join(result.problems)
+        if store.snapshot_intact(store.manifest(spec)):
+            return None
+        return "files missing or of the wrong size (level 2 re-hashes them)"
+    except LookupError as exc:  # ModelNotFound
+        return f"not in the store ({exc})"
+    except RuntimeError as exc:  # StoreError: an unreadable manifest
+        return str(exc)
+
+
+@check("models.pins", "every model in model_pins is in the store and intact (sizes; sha256 at level 2+)")
 def pins(ctx: VerifyContext) -> CheckResult:
     names = ctx.settings.model_pins
     if not names:
@@ -51,21 +67,14 @@ def pins(ctx: VerifyContext) -> CheckResult:
     store = ctx.sources.models()
     if store is None:
         return skip("the model store package (llmlab.models) is not available in this build")
-    problems = []
-    for name in names:
-        try:
-            result = store.verify(name)
-        except LookupError as exc:  # ModelNotFound (a KeyError/LookupError) and similar
-            problems.append(f"{name}: missing ({exc})")
-            continue
-        if not result.ok:
-            problems.append(f"{name}: {getattr(result, 'problems', None) or 'damaged'}")
+    rehash = ctx.level >= 2
+    problems = [f"{name}: {problem}" for name in names if (problem := pin_problem(store, name, rehash))]
     value = f"{len(names) - len(problems)}/{len(names)} intact"
     if problems:
         return fail(
             "; ".join(problems),
             value=value,
             expected=f"{len(names)}/{len(names)} intact",
-            hint="re-fetch with `llmlab models pull NAME` (models role), then `llmlab models verify NAME`",
+            hint="re-fetch with `llmlab models pull NAME` (or `models import`), then `llmlab models verify NAME`",
         )
     return ok(f"{value}: {', '.join(names)}", value=value, expected=f"{len(names)}/{len(names)} intact")
