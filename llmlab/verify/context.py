@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from llmlab.config import HostConfig, VerifySettings
-from llmlab.verify.nvml import NvmlReader, NvmlSnapshot, NvmlUnavailable, PynvmlReader
+from llmlab.verify.nvml import NvmlReader, NvmlSnapshot, PynvmlReader
 from llmlab.verify.sources import (
     CommandRunner,
     Docker,
@@ -105,6 +105,3 @@ class VerifyContext:
     def nvml(self) -> NvmlSnapshot:
         """The GPUs as NVML sees them; raises NvmlUnavailable."""
         return self.once("nvml", self.sources.nvml.snapshot)
-
-
-__all__ = ["NvmlUnavailable", "Sources", "VerifyContext", "real_sources"]

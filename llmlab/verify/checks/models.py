@@ -75,6 +75,6 @@ def pins(ctx: VerifyContext) -> CheckResult:
             "; ".join(problems),
             value=value,
             expected=f"{len(names)}/{len(names)} intact",
-            hint="re-fetch with `llmlab models pull NAME` (or `models import`), then `llmlab models verify NAME`",
+            hint="re-fetch with `llmlab models pull NAME` (or `import`), then `llmlab models verify NAME`",
         )
     return ok(f"{value}: {', '.join(names)}", value=value, expected=f"{len(names)}/{len(names)} intact")
