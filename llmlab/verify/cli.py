@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from llmlab.config import config_path, load_config
+from llmlab.config import ConfigError, config_path, load_config
 
 EXIT_COULD_NOT_RUN = 3
 
@@ -28,9 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--level",
-        type=int,
-        choices=(1, 2, 3),
-        default=1,
+        default="1",
+        metavar="{1,2,3}",
         help="1: quick checks (seconds); 2: adds GPU probes and a training smoke; 3: longer probes",
     )
     parser.add_argument(
@@ -61,14 +60,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"{c.id:28} level {c.level}  {c.description}")
         return 0
     start = time.perf_counter()
+    # Validated here rather than by argparse, whose errors exit 2 - which means FAIL to a caller.
+    if args.level not in ("1", "2", "3"):
+        raise ConfigError(f"--level: {args.level!r} is not a level; valid: 1, 2, 3")
+    level = int(args.level)
     config = load_config(args.config)  # ConfigError -> exit 3 before anything runs
-    checks = select(args.level, args.only, args.skip)
+    checks = select(level, args.only, args.skip)
 
     from llmlab.verify.context import VerifyContext, real_sources
     from llmlab.verify.report import prometheus_text, render_table, to_json, write_atomically
     from llmlab.verify.result import exit_code
 
-    ctx = VerifyContext(config=config, sources=real_sources(config), level=args.level)
+    ctx = VerifyContext(config=config, sources=real_sources(config), level=level)
     results = run_checks(ctx, checks)
     duration = time.perf_counter() - start
     if args.json:
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        render_table(results, duration, args.level, Console(width=None if sys.stdout.isatty() else 160))
+        render_table(results, duration, level, Console(width=None if sys.stdout.isatty() else 160))
     if args.prometheus_textfile:
         try:
             write_atomically(args.prometheus_textfile, prometheus_text(results, duration))

@@ -85,10 +85,17 @@ def test_bad_config_exits_3_naming_the_key_and_writes_nothing(tmp_path, capsys, 
     assert not prom.exists()
 
 
-def test_unknown_only_name_exits_3(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--only", "gpus"], "unknown category or check id 'gpus'"),
+        (["--level", "4"], "--level: '4' is not a level"),
+    ],
+)
+def test_bad_arguments_exit_3(tmp_path, capsys, args, named):
     config = write_config(tmp_path, {})
-    assert main(["--config", str(config), "verify", "--only", "gpus"]) == 3
-    assert "unknown category or check id 'gpus'" in capsys.readouterr().err
+    assert main(["--config", str(config), "verify", *args]) == 3
+    assert named in capsys.readouterr().err
 
 
 def test_list_prints_the_catalogue(capsys):
