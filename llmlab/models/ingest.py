@@ -77,10 +77,11 @@ def add_directory(
     commit: str | None = None,
     expected: dict[str, str] | None = None,
     locked: bool = False,
+    origin: Path | None = None,
 ) -> AddResult:
     """Add the files of `directory`. `commit` fixes the revision's id (a Hub commit); `expected` maps paths to
     SHA-256 values they must have (a tarball's manifest), else the add fails naming the files. `locked`:
-    the caller already holds the model's lock."""
+    the caller already holds the model's lock; `origin`: what to name in errors (the tarball)."""
     layout.check_name(name)
     files = model_files(directory)
     total = sum(p.stat().st_size for p in files.values())
@@ -93,7 +94,7 @@ def add_directory(
         ManifestFile(path=rel, size=digests[p].size, sha256=digests[p].sha256) for rel, p in files.items()
     ]
     if expected is not None:
-        _check_expected(entries, expected, str(directory))
+        _check_expected(entries, expected, str(origin or directory))
     staged = [Staged(entry, files[entry.path], link) for entry in entries]
     return commit_revision(store, name, staged, revision, source, commit, progress, locked)
 
@@ -322,6 +323,7 @@ def _add_tarball(
                 source=manifest.source,
                 commit=manifest.commit,
                 expected=expected,
+                origin=path,
             )
         finally:
             shutil.rmtree(unpacked, ignore_errors=True)

@@ -39,7 +39,9 @@ class FakeHub:
         return commit
 
     def add_directory(self, repo_id: str, directory: Path, ref: str = "main") -> str:
-        files = {p.relative_to(directory).as_posix(): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+        files = {
+            p.relative_to(directory).as_posix(): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+        }
         return self.add(repo_id, files, ref)
 
 
