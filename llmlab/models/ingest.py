@@ -143,6 +143,7 @@ def commit_revision(
             layout.atomic_write(store.manifest_path(name, commit), manifest.to_json())
             result.changed = True
         result.changed |= point_refs(store, name, ref, commit)
+    store.touch_last_used(name)
     return result
 
 

@@ -221,10 +221,10 @@ class ModelStore:
     def resolve(self, spec: str) -> Path:
         """The snapshot directory of `name[@revision]`, loadable by transformers' from_pretrained."""
         manifest = self.manifest(spec)
-        self._touch_last_used(manifest.name)
+        self.touch_last_used(manifest.name)
         return self.snapshot_dir(manifest.name, manifest.commit)
 
-    def _touch_last_used(self, name: str) -> None:
+    def touch_last_used(self, name: str) -> None:
         marker = self._meta(name, "last_used")
         with contextlib.suppress(OSError):  # a read-only user of the store still gets the path
             marker.touch(mode=layout.META_MODE)
@@ -262,8 +262,11 @@ class ModelStore:
         return found
 
     def last_used(self, name: str) -> float:
-        candidates = [p for p in (self._meta(name, "last_used"), self._meta(name, "manifests")) if p.exists()]
-        return max((p.stat().st_mtime for p in candidates), default=0.0)
+        """When `resolve` (or an add) last touched the model; plain transformers loads do not count."""
+        for marker in (self._meta(name, "last_used"), self._meta(name, "manifests")):
+            with contextlib.suppress(OSError):
+                return marker.stat().st_mtime
+        return 0.0
 
     def list_models(self) -> list[ModelInfo]:
         models = []
