@@ -1,9 +1,11 @@
 """`pull`: download a model from the Hub (or a mirror) with huggingface_hub, then add it like an import.
 
-The download goes to a private hub cache in `<repo>/.incoming/hub/` (resumable: huggingface_hub keeps
-`.incomplete` files and continues them with Range requests), never straight into the shared snapshot, so a
-half-downloaded model is never visible to transformers. Every file is checked against the Hub's own listing
-(SHA-256 for LFS files, the git blob id for the others) before it enters the store.
+The download goes to a private hub cache in `<repo>/.incoming/hub/`, never straight into the shared snapshot,
+so a half-downloaded model is never visible to transformers. An interrupted pull resumes file by file: files
+already complete in that cache are not fetched again. (huggingface_hub >= 1.x writes each download to a
+process-unique temp file and does not continue partial files, so a file cut off midway starts over.)
+Every file is checked against the Hub's own listing (SHA-256 for LFS files, the git blob id for the others)
+before it enters the store.
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ def _download(
             f"{name}@{commit[:12]}: no *.safetensors weights among the files matching {patterns}; "
             "if the model only has .bin weights, pull with --include '*.bin' plus the other patterns you need"
         )
+    for leftover in staging.glob("*/blobs/*.incomplete"):  # from a killed pull; we hold the lock
+        leftover.unlink(missing_ok=True)
     needed = sum(f.size for f in files) - _tree_bytes(staging)
     free = shutil.disk_usage(store.root).free
     if needed > free:

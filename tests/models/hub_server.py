@@ -30,6 +30,7 @@ class FakeHub:
     repos: dict[str, FakeRepo] = field(default_factory=dict)
     seconds_per_mib: float = 0.0  # slows file bodies down, so a test can kill a client mid-download
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
+    listing_override: dict[str, bytes] = field(default_factory=dict)  # list these bytes, serve the real ones
 
     def add(self, repo_id: str, files: dict[str, bytes], ref: str = "main") -> str:
         commit = hashlib.sha1(repr(sorted(files.items())).encode()).hexdigest()
@@ -99,7 +100,8 @@ class _Handler(BaseHTTPRequestHandler):
         if verb == "revision":
             body = {"id": repo_id, "sha": commit, "siblings": [{"rfilename": p} for p in files]}
         else:
-            body = [_tree_entry(p, data) for p, data in sorted(files.items())]
+            listed = {**files, **{p: d for p, d in self.hub.listing_override.items() if p in files}}
+            body = [_tree_entry(p, data) for p, data in sorted(listed.items())]
         self._json(body)
 
     def _file(self, repo_id: str, revision: str, name: str, head: bool) -> None:
