@@ -318,8 +318,13 @@ class Docker(Protocol):
     def state(self, timeout: float) -> DockerState: ...
 
 
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
 class DockerSdk:
     def state(self, timeout: float) -> DockerState:
+        if "DOCKER_HOST" not in os.environ and not Path(DOCKER_SOCKET).exists():
+            return DockerState(False, error=f"no daemon socket at {DOCKER_SOCKET} (and DOCKER_HOST is unset)")
         try:
             import docker
             from docker.errors import DockerException

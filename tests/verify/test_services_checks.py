@@ -17,8 +17,8 @@ API = "http://127.0.0.1:8888/lab-base/api/contents"
 def test_docker_fails_only_when_expected():
     down = FakeDocker(DockerState(False, error="Cannot connect to the Docker daemon"))
     assert run_check("services.docker", make_ctx(expect(docker=True), docker=down)).status == Status.FAIL
-    assert run_check("services.docker", make_ctx(expect(docker=False), docker=down)).status == Status.SKIP
     up = FakeDocker(DockerState(True, "26.1.5", ("nvidia", "runc")))
+    assert run_check("services.docker", make_ctx(expect(docker=False), docker=up)).status == Status.SKIP
     assert run_check("services.docker", make_ctx(expect(docker=True), docker=up)).status == Status.OK
 
 

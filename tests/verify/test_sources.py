@@ -83,6 +83,13 @@ def test_os_release_parsing(tmp_path):
     assert read_os_release(tmp_path / "absent") == {}
 
 
+def test_without_a_socket_docker_is_not_asked(monkeypatch, tmp_path):
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr("llmlab.verify.sources.DOCKER_SOCKET", str(tmp_path / "docker.sock"))
+    state = DockerSdk().state(timeout=3)
+    assert not state.answering and "no daemon socket" in state.error
+
+
 def test_docker_state_is_an_answer_either_way():
     """dockerd may or may not run here: either it answers with a version, or the state says why not."""
     state = DockerSdk().state(timeout=3)
