@@ -111,7 +111,7 @@ def test_pcie_link_at_x8_of_x16_fails():
     narrow = healthy_gpu(0, pcie_width=8)
     result = run_check("gpu.pcie_link", make_ctx(expect(**H100), nvml=gpus(narrow, healthy_gpu(1))))
     assert result.status == Status.FAIL
-    assert "x8 of x16" in result.message
+    assert "x8 of x16" in result.message and result.value == 8
     assert result.items == {"GPU0": 8.0, "GPU1": 16.0}
 
 

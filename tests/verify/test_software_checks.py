@@ -46,6 +46,12 @@ def test_torch_that_does_not_import_fails():
     assert result.status == Status.FAIL and "libcudart" in result.message
 
 
+def test_a_cuda_build_of_torch_on_a_cpu_host_is_not_judged():
+    runner = lab(lab_probe_output(cuda_torch(count=0, cuda="12.4")))
+    result = run_check("software.cuda_compat", make_ctx(runner=runner))
+    assert result.status == Status.SKIP and result.value == "12.4"
+
+
 def test_cuda_runtime_newer_than_the_driver():
     nvml = gpus(healthy_gpu(0), cuda=12020)
     major = make_ctx(expect(gpu_count=1), runner=lab(lab_probe_output(cuda_torch(1, cuda="13.0"))), nvml=nvml)

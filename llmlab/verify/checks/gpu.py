@@ -61,10 +61,12 @@ def per_gpu(
     expected: object = None,
     reading: Callable[[GpuDevice], float | None] | None = None,
     unit: str | None = None,
+    worst_reading: Callable[..., float] = max,
 ) -> CheckResult:
     """Judge each GPU; the worst finding sets the status, and every non-OK GPU is named in the message.
 
-    `judge` returns None when the GPU does not report the reading; all-None is a SKIP.
+    `judge` returns None when the GPU does not report the reading; all-None is a SKIP. The headline value
+    is the worst per-GPU reading (`worst_reading`: max, or min where lower is worse).
     """
     gpus = gpus_or_verdict(ctx)
     if isinstance(gpus, CheckResult):
@@ -73,7 +75,7 @@ def per_gpu(
     items = {}
     if reading is not None:
         items = {_label(g): float(v) for g in gpus.devices if (v := reading(g)) is not None}
-    headline = max(items.values()) if items else None
+    headline = worst_reading(items.values()) if items else None
     reported = {i: f for i, f in findings.items() if f is not None}
     if not reported:
         return skip("not reported by these GPUs", expected=expected)
@@ -274,7 +276,13 @@ def pcie_link(ctx: VerifyContext) -> CheckResult:
 
     hint = "reseat the GPU or riser, check the slot's BIOS bifurcation/link settings; run perf.host_copy"
     return per_gpu(
-        ctx, judge, "PCIe links at full width", hint, expected="width = max", reading=lambda g: g.pcie_width
+        ctx,
+        judge,
+        "PCIe links at full width",
+        hint,
+        expected="width = max",
+        reading=lambda g: g.pcie_width,
+        worst_reading=min,
     )
 
 
@@ -314,7 +322,13 @@ def nvlink(ctx: VerifyContext) -> CheckResult:
         "inactive NVLinks: check the fabric manager (systemctl status nvidia-fabricmanager), reseat bridges"
     )
     return per_gpu(
-        ctx, judge, "NVLink links as expected", hint, expected=expected, reading=lambda g: g.nvlink_active
+        ctx,
+        judge,
+        "NVLink links as expected",
+        hint,
+        expected=expected,
+        reading=lambda g: g.nvlink_active,
+        worst_reading=min,
     )
 
 

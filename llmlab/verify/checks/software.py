@@ -105,9 +105,11 @@ def cuda_compat(ctx: VerifyContext) -> CheckResult:
         return report
     expect = ctx.settings.expect
     runtime = report.torch["cuda"] if report.torch else None
+    if expect.gpu_count == 0:
+        return skip(
+            f"no GPU expected (torch's CUDA runtime: {runtime or 'none, a CPU build'})", value=runtime
+        )
     if runtime is None:
-        if expect.gpu_count == 0:
-            return skip("no GPU expected, torch has no CUDA runtime")
         return fail(
             "torch has no CUDA runtime (CPU build or not importable)",
             expected=expect.cuda_version,
