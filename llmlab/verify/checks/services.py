@@ -113,7 +113,7 @@ class FirewallState:
     detail: str
 
 
-def read_firewall(ctx: VerifyContext) -> FirewallState | None:
+def read_firewall(ctx: VerifyContext) -> FirewallState | str:
     """The inbound policy from nftables' JSON (it also shows ufw/iptables-nft rules), else `iptables -S`."""
     nft = ctx.sources.runner.run(["nft", "-j", "list", "ruleset"], timeout=ctx.timeout)
     if nft.returncode == 0:
@@ -124,7 +124,8 @@ def read_firewall(ctx: VerifyContext) -> FirewallState | None:
             (line.split()[2] for line in legacy.stdout.splitlines() if line.startswith("-P INPUT")), "?"
         )
         return FirewallState("iptables", policy in ("DROP", "REJECT"), f"INPUT policy {policy}")
-    return None
+    errors = [(r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1] for r in (nft, legacy)]
+    return "cannot read the firewall: " + "; ".join(errors)  # not installed, or not run as root
 
 
 def _nft_state(objects: list[dict]) -> FirewallState:
@@ -154,11 +155,12 @@ def _nft_state(objects: list[dict]) -> FirewallState:
 def firewall(ctx: VerifyContext) -> CheckResult:
     expected = ctx.settings.expect.firewall
     state = read_firewall(ctx)
-    if state is None:
-        found = "neither nft nor iptables can be read"
+    if isinstance(state, str):
         if not expected:
-            return skip(f"firewall not expected; {found}")
-        return fail(found, expected="default deny", hint="install nftables and apply the firewall role")
+            return skip(f"firewall not expected; {state}")
+        return fail(
+            state, expected="default deny", hint="run verify as root; install nftables (firewall role)"
+        )
     value = f"{state.tool}: {state.detail}"
     if not expected:
         return skip(
