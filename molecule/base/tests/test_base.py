@@ -80,11 +80,11 @@ def test_held_packages_are_held(host):
 def test_packages_dropped_from_the_list_are_released(host):
     # prepare.yml held tmux and recorded it as held by the role; base_held_packages no longer lists it.
     assert "tmux" not in host.run("apt-mark showhold").stdout.split()
-    assert host.file("/etc/llmlab/held-packages").content_string.split("\n")[1:3] == ["git-lfs", "jq"]
+    assert host.file("/etc/llmlab/held-packages.d/base").content_string.split("\n")[1:3] == ["git-lfs", "jq"]
 
 
 def test_unattended_upgrades_skip_held_packages(host):
-    conf = host.file("/etc/apt/apt.conf.d/51llmlab-holds").content_string
+    conf = host.file("/etc/apt/apt.conf.d/51llmlab-holds-base").content_string
     assert '"^jq$";' in conf
     assert '"^git-lfs$";' in conf
     # apt itself must parse the file and see the entries.
@@ -95,3 +95,11 @@ def test_unattended_upgrades_skip_held_packages(host):
 def test_essential_packages_are_installed(host):
     for name in ("build-essential", "git", "git-lfs", "tmux", "jq", "rsync", "python3-venv", "zsh"):
         assert host.package(name).is_installed, name
+
+
+def test_other_roles_hold_packages_under_their_own_name(host):
+    # converge.yml holds rsync for "gpu_demo" after base held its own list: neither releases the other's.
+    held = host.run("apt-mark showhold").stdout.split()
+    assert {"rsync", "jq", "git-lfs"} <= set(held)
+    assert "rsync" in host.file("/etc/llmlab/held-packages.d/gpu_demo").content_string.split()
+    assert '"^rsync$";' in host.file("/etc/apt/apt.conf.d/51llmlab-holds-gpu_demo").content_string
