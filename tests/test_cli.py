@@ -24,6 +24,8 @@ def test_help_lists_the_sub_commands():
     result = run_llmlab("--help")
     assert result.returncode == 0
     assert "usage: llmlab" in result.stdout
+    for command in ("verify", "models", "train", "plan"):
+        assert f"    {command} " in result.stdout, command
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
