@@ -138,9 +138,13 @@ def commit_revision(
         result = AddResult(name, commit, store.snapshot_dir(name, commit), changed=False)
         existing = _existing_manifest(store, name, commit)
         if existing is None or not _same_files(existing, manifest) or not store.snapshot_intact(existing):
-            _place_blobs(store, name, staged, result, progress)
-            _publish_snapshot(store, name, commit, entries)
-            layout.atomic_write(store.manifest_path(name, commit), manifest.to_json())
+            try:
+                _place_blobs(store, name, staged, result, progress)
+                _publish_snapshot(store, name, commit, entries)
+                layout.atomic_write(store.manifest_path(name, commit), manifest.to_json())
+            except BaseException:
+                _remove_own_temp(repo)  # blobs already placed stay as orphans, which gc removes
+                raise
             result.changed = True
         result.changed |= point_refs(store, name, ref, commit)
     store.touch_last_used(name)
@@ -182,6 +186,15 @@ def _clean_incoming(repo: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
+
+
+def _remove_own_temp(repo: Path) -> None:
+    for entry in (repo / ".incoming").iterdir():
+        if layout.local_owner(entry.name) == os.getpid() and not entry.name.startswith("unpack"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _place_blobs(

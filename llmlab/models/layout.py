@@ -105,16 +105,22 @@ def temp_name(prefix: str) -> str:
     return f"{prefix}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def local_owner(name: str) -> int | None:
+    """The pid that made a temp entry, when it was a process of this host; None otherwise."""
+    head = name.rpartition("-")[0]  # drop the random part
+    head, _, pid = head.rpartition("-")
+    if not pid.isdigit() or not head.endswith(f"-{socket.gethostname()}"):
+        return None
+    return int(pid)
+
+
 def is_abandoned(name: str) -> bool:
     """Whether a temp entry was left by a process of this host that no longer runs. Entries of other hosts
     (a store on NFS) are never judged here; `gc --partial-age` removes those by age."""
     import psutil
 
-    head = name.rpartition("-")[0]  # drop the random part
-    head, _, pid = head.rpartition("-")
-    if not pid.isdigit() or not head.endswith(f"-{socket.gethostname()}"):
-        return False
-    return int(pid) != os.getpid() and not psutil.pid_exists(int(pid))
+    pid = local_owner(name)
+    return pid is not None and pid != os.getpid() and not psutil.pid_exists(pid)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = META_MODE) -> None:

@@ -199,3 +199,33 @@ def test_rm_respects_pins_and_keeps_shared_blobs(store: ModelStore, tmp_path: Pa
     assert not (store.root / "models--org--m").exists()
     with pytest.raises(ModelNotFound):
         store.remove("org/m")
+
+
+def test_disk_full_is_a_clear_error_and_the_store_stays_consistent(
+    store: ModelStore, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import shutil
+
+    from llmlab.models import ingest
+    from llmlab.models.gc import collect
+
+    real_copy = shutil.copyfile
+
+    def copy_until_full(src, dst):
+        if Path(src).name == "model.safetensors":  # the device fills up half-way through the weights
+            Path(dst).write_bytes(Path(src).read_bytes()[:1000])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(ingest.shutil, "copyfile", copy_until_full)
+    with pytest.raises(StoreError, match=r"no space left on the device of .* while storing model\.safe"):
+        store.import_model(model_dir, "org/tiny")
+    repo = store.repo_dir("org/tiny")
+    assert store.list_models() == [] and list((repo / ".incoming").iterdir()) == []
+    assert not (repo / "refs" / "main").exists() and list((repo / "snapshots").iterdir()) == []
+    monkeypatch.undo()
+    assert collect(
+        store
+    ).orphan_blobs  # the blobs copied before the failure are not referenced: gc removes them
+    assert store.add_local(model_dir, "org/tiny").changed and store.verify("org/tiny").ok
