@@ -78,6 +78,9 @@ def main() -> None:
         t_sum_par = best(args.runs, lambda: subprocess.run(
             ["xargs", "-P", str(cores), "-n", "1", "sha256sum"], input="\n".join(names), text=True,
             check=True, capture_output=True))  # fmt: skip
+        openssl = shutil.which("openssl")  # uses the CPU's SHA extensions, which coreutils' sha256sum may not
+        t_ssl = best(args.runs, lambda: subprocess.run([openssl, "dgst", "-sha256", *names], check=True,
+                                                       capture_output=True)) if openssl else None  # fmt: skip
         t_py_one = best(args.runs, lambda: [hash_file(p) for p in shards])
         store = ModelStore(root / "store", group=None)
         store.import_model(source, "bench/model", link="hardlink")
@@ -105,12 +108,16 @@ def main() -> None:
     print("hashing (verify)")
     print(f"  sha256sum, one process                 {t_sum:7.3f} s {rate(t_sum)}   (baseline)")
     print(f"  sha256sum, {cores} processes (xargs -P)     {t_sum_par:7.3f} s {rate(t_sum_par)}")
+    if t_ssl:
+        print(f"  openssl dgst -sha256, one process      {t_ssl:7.3f} s {rate(t_ssl)}")
     print(f"  llmlab hash_file, one thread           {t_py_one:7.3f} s {rate(t_py_one)}")
     print(f"  llmlab models verify, 1 worker         {t_verify_one:7.3f} s {rate(t_verify_one)}")
     print(f"  llmlab models verify, {cores} workers        {t_verify:7.3f} s {rate(t_verify)}")
     print(f"  ratio per core (sha256sum / 1 thread):     {t_sum / t_py_one:5.2f}x   goal >= 0.8x")
     print(f"  ratio parallel (sha256sum / verify):       {t_sum / t_verify:5.2f}x   goal > 1x")
     print(f"  ratio vs parallel sha256sum:               {t_sum_par / t_verify:5.2f}x")
+    if t_ssl:
+        print(f"  ratio per core vs openssl (same SHA code):  {t_ssl / t_py_one:5.2f}x")
     print("\nimport of the model (same filesystem)")
     print(f"  cp -r                                  {t_cp_cli:7.3f} s")
     print(f"  shutil.copytree                        {t_cp:7.3f} s")

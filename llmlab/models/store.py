@@ -150,9 +150,12 @@ class ModelStore:
         """Create the store (mode 2775, owned by the lab group when that group exists)."""
         gid = layout.group_id(self.group)
         layout.make_shared_dir(self.root, gid)
-        if gid is not None and self.root.stat().st_gid != gid:
+        info = self.root.stat()
+        if info.st_uid != os.geteuid():
+            return  # the owner (the model_store role) set it up; `llmlab verify` reports a wrong mode or group
+        if gid is not None and info.st_gid != gid:
             os.chown(self.root, -1, gid)
-        if self.root.stat().st_mode & 0o7777 != layout.DIR_MODE:
+        if info.st_mode & 0o7777 != layout.DIR_MODE:
             os.chmod(self.root, layout.DIR_MODE)
 
     def _ensure_repo(self, name: str) -> Path:
