@@ -152,7 +152,7 @@ class ModelStore:
         layout.make_shared_dir(self.root, gid)
         info = self.root.stat()
         if info.st_uid != os.geteuid():
-            return  # the owner (the model_store role) set it up; `llmlab verify` reports a wrong mode or group
+            return  # set up by its owner (the model_store role); `llmlab verify` checks mode and group
         if gid is not None and info.st_gid != gid:
             os.chown(self.root, -1, gid)
         if info.st_mode & 0o7777 != layout.DIR_MODE:
