@@ -34,8 +34,8 @@ class Staged:
     """A file ready to become part of a snapshot: its manifest entry and where its bytes are now."""
 
     entry: ManifestFile
-    source: Path | None  # None: the store already holds the blob
-    mode: LinkMode
+    source: Path
+    mode: LinkMode  # how its bytes get into blobs/ when the store does not have them yet
 
 
 def add_local(
@@ -190,6 +190,7 @@ def _clean_incoming(repo: Path) -> None:
 
 def _remove_own_temp(repo: Path) -> None:
     for entry in (repo / ".incoming").iterdir():
+        # a tarball import removes its own unpack dir (it holds the files being added)
         if layout.local_owner(entry.name) == os.getpid() and not entry.name.startswith("unpack"):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -235,7 +236,6 @@ def _blob_ok(blob: Path, size: int) -> bool:
 def _materialise(store: ModelStore, name: str, item: Staged, sha: str, tmp: Path) -> str:
     """Put the bytes of `item` at `tmp`: link an identical blob of another model, else link/move/copy the
     source. Returns "link" or "copy"."""
-    assert item.source is not None
     own = store.repo_dir(name) / "blobs" / sha
     for other in store.root.glob(f"{layout.REPO_PREFIX}*/blobs/{sha}"):
         if other != own and _blob_ok(other, item.entry.size):

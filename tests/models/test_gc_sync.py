@@ -152,6 +152,14 @@ def test_every_verb_speaks_versioned_json(cli, model_dir: Path, tmp_path: Path) 
     assert code == 1 and doc["models"][0]["ok"] is False and "not in the store" in doc["models"][0]["error"]
     code, doc = cli("import", str(tmp_path / "m.tar"))
     assert code == 0 and doc["commit"] == commit
+    manifest = _write(
+        tmp_path / "host.yaml", {"models": [{"name": "org/m", "path": str(model_dir), "pin": True}]}
+    )
+    code, doc = cli("sync", str(manifest))
+    assert (code, doc["schema"], doc["changed"]) == (0, "llmlab.models.sync/1", True)  # only the pin changed
+    assert [(m["name"], m["action"]) for m in doc["models"]] == [("org/m", "unchanged"), ("org/m", "pinned")]
+    code, doc = cli("sync", str(manifest))
+    assert (code, doc["ok"], doc["changed"]) == (0, True, False)
 
 
 @pytest.mark.parametrize(("arg", "value"), [("--max-size", "lots"), ("--max-age", "3 fortnights")])
