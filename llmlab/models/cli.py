@@ -103,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("specs", nargs="*", metavar="NAME[@REVISION]")
     p.add_argument("--all", action="store_true", help="every model in the store")
     p.add_argument("--workers", type=int, default=None, help="files hashed in parallel (default: cores)")
+    p.add_argument("--quick", action="store_true", help="compare file sizes only, hash nothing")
 
     p = verb("rm", "remove a model (or one revision with NAME@REVISION)", _rm)
     p.add_argument("spec", metavar="NAME[@REVISION]")
@@ -233,7 +234,7 @@ def _verify(store, args) -> tuple[dict, bool, str]:
     results, lines = [], []
     for spec in specs:
         try:
-            r = store.verify(spec, workers=args.workers, progress=_progress(args))
+            r = store.verify(spec, workers=args.workers, progress=_progress(args), quick=args.quick)
         except ModelNotFound as exc:
             results.append({"name": spec, "ok": False, "error": str(exc)})
             lines.append(f"MISSING  {spec}: {exc}")

@@ -296,18 +296,26 @@ class ModelStore:
 
     # --- verifying ---------------------------------------------------------------------------------------
 
-    def verify(self, spec: str, workers: int | None = None, progress: bool = False) -> VerifyResult:
-        """Re-hash every file of a revision against its manifest. ModelNotFound if it is not in the store."""
+    def verify(
+        self, spec: str, workers: int | None = None, progress: bool = False, quick: bool = False
+    ) -> VerifyResult:
+        """Re-hash every file of a revision against its manifest; `quick` compares sizes only (seconds for
+        any model, but blind to same-size damage). ModelNotFound if the revision is not in the store."""
         manifest = self.manifest(spec)
         snapshot = self.snapshot_dir(manifest.name, manifest.commit)
         result = VerifyResult(manifest.name, manifest.commit)
         present: dict[Path, ManifestFile] = {}
         for entry in manifest.files:
             path = snapshot / entry.path
-            if path.is_file():  # follows the symlink: a dangling link is a missing file
-                present[path] = entry
-            else:
+            try:
+                size = path.stat().st_size  # follows the symlink: a dangling link is a missing file
+            except OSError:
                 result.missing.append(entry.path)
+                continue
+            if size != entry.size:
+                result.corrupt.append(entry.path)
+            elif not quick:
+                present[path] = entry
         start = time.perf_counter()
         with byte_progress(
             f"verify {manifest.name}", sum(e.size for e in present.values()), progress

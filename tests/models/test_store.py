@@ -135,6 +135,8 @@ def test_verify_names_corrupt_and_missing_files(store: ModelStore, model_dir: Pa
         handle.seek(0)
         handle.write(bytes([first[0] ^ 0xFF]))
     (snapshot / "tokenizer.json").resolve().unlink()
+    quick = store.verify("org/tiny", quick=True)  # sizes only: sees the missing file, not the flipped byte
+    assert (quick.missing, quick.corrupt, quick.bytes_hashed) == (["tokenizer.json"], [], 0)
     result = store.verify("org/tiny")
     assert not result.ok
     assert result.corrupt == ["model.safetensors"] and result.missing == ["tokenizer.json"]
