@@ -1,7 +1,8 @@
 """Wall time of `llmlab --help` (goal < 0.5 s) and `llmlab verify --level 1` (goal < 3 s) on this machine.
 
 Baselines measured in the same run: `python -c pass` (interpreter start-up) and `python -c "import torch"`
-(the floor of level 1: its software checks import torch once, in the lab environment's python).
+(the floor of level 1: its software checks import torch once, in the lab environment's python). Besides wall
+time it reports the CPU seconds each command used (its processes together): a busy machine distorts that less.
 Usage: .venv/bin/python benchmarks/verify_startup.py [--runs N] [--config PATH]
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -18,13 +20,20 @@ from pathlib import Path
 GOALS = {"llmlab --help": 0.5, "llmlab verify --level 1": 3.0}
 
 
-def wall(argv: list[str], runs: int) -> list[float]:
-    times = []
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(argv: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """(wall seconds, CPU seconds) per run."""
+    walls, cpus = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        times.append(time.perf_counter() - start)
-    return times
+        walls.append(time.perf_counter() - start)
+        cpus.append(cpu_seconds() - cpu)
+    return walls, cpus
 
 
 def main() -> None:
@@ -41,17 +50,22 @@ def main() -> None:
         "llmlab --help": [llmlab, "--help"],
         "llmlab verify --level 1": [llmlab, *config, "verify", "--level", "1"],
     }
-    wall(commands["llmlab --help"], 1)  # warm the page cache once
+    measure(commands["llmlab --help"], 1)  # warm the page cache once
     load = os.getloadavg()[0]
-    results = {name: wall(argv, args.runs) for name, argv in commands.items()}
-    base = statistics.median(results["python -c pass"])
-    print(f"{os.cpu_count()} CPUs, load average {load:.2f} at start, {args.runs} runs each (median / min)")
-    print(f"{'command':28} {'median s':>9} {'min s':>7} {'x python':>9}  goal")
-    for name, times in results.items():
-        median = statistics.median(times)
+    results = {name: measure(argv, args.runs) for name, argv in commands.items()}
+    python_s = statistics.median(results["python -c pass"][0])
+    torch_s = statistics.median(results["python -c 'import torch'"][0])
+    print(f"{os.cpu_count()} CPUs, load average {load:.2f} at start, {args.runs} runs each")
+    header = f"{'wall median':>11} {'wall min':>8} {'CPU s':>6} {'x python':>8} {'x torch':>7}"
+    print(f"{'command':28} {header}  goal")
+    for name, (walls, cpus) in results.items():
+        median = statistics.median(walls)
         goal = GOALS.get(name)
         verdict = "" if goal is None else f"< {goal:g} s: {'met' if median < goal else 'NOT met'}"
-        print(f"{name:28} {median:9.3f} {min(times):7.3f} {median / base:9.1f}  {verdict}")
+        print(
+            f"{name:28} {median:11.3f} {min(walls):8.3f} {statistics.median(cpus):6.2f} "
+            f"{median / python_s:8.1f} {median / torch_s:7.2f}  {verdict}"
+        )
 
 
 if __name__ == "__main__":
