@@ -148,10 +148,11 @@ def _activation_elements_per_token(arch: Architecture, cfg: TrainConfig, method:
     h, i = arch.hidden_size, arch.intermediate_size
     kv = arch.num_kv_heads * arch.head_dim
     q = arch.num_heads * arch.head_dim
-    attention = (
-        2 * h + 2 * q + 4 * kv + q
-    )  # norm in/out, q before/after rotary, k likewise, v, attention output
-    mlp = 2 * h + (4 * i if arch.gated_mlp else 2 * i)  # norm in/out; gate, up, act(gate), product | up, act
+    # Counted from the tensors autograd saves in transformers' Llama layer (saved_tensors_hooks): each norm
+    # keeps its input, the normalised tensor and the scaled output (3h); attention keeps rotated q and k, v,
+    # and its output (2q + 2kv; SDPA stores no score matrix); the MLP keeps its intermediates.
+    attention = 3 * h + 2 * q + 2 * kv
+    mlp = 3 * h + (4 * i if arch.gated_mlp else 2 * i)
     lora = 0
     if method != "full" and cfg.lora_dropout > 0:
         # peft applies dropout to the input of every adapted layer: one more saved copy of it each.
@@ -215,8 +216,10 @@ def estimate_memory(
         layer_elements = arch.num_layers * layer_input + per_layer
     else:
         layer_elements = arch.num_layers * per_layer
-    logits_bytes = arch.vocab_size * (compute_bytes + 4 + 4)
-    activations = tokens * (layer_elements * compute_bytes + logits_bytes)
+    # Outside the layers: the embedding output and the final norm (4h), and the logits in the compute
+    # dtype plus their fp32 upcast and log-softmax for the loss.
+    outside = 4 * arch.hidden_size * compute_bytes + arch.vocab_size * (compute_bytes + 4 + 4)
+    activations = tokens * (layer_elements * compute_bytes + outside)
     return MemoryEstimate(
         method=method,
         gradient_checkpointing=gradient_checkpointing,

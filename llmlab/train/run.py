@@ -202,7 +202,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
 
     model_dir = resolve_base_model(cfg.base_model, host_config)
     _tracking_environment(cfg, load_config(host_config).tracking_uri)
-    baseline_rss = current_rss_bytes()
     started = time.monotonic()
 
     from transformers import set_seed
@@ -229,13 +228,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
         f"{len(eval_examples)} for evaluation"
     )
 
+    # Libraries are imported and the Trainer's state is set up before the baseline, so that the memory
+    # metrics (and `llmlab plan`'s check against them) count the model and its training state, not code.
+    CountingTrainer, GracefulStop = _make_trainer_classes()
+    args = training_arguments(cfg, precision, bool(eval_rows))
+    if cfg.method != "full":
+        import peft  # noqa: F401
+    rss_before_model = current_rss_bytes()
     model = load_model(cfg, model_dir, tokenizer, precision)
     trainable, total = parameter_counts(model)
     say(f"{cfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
 
-    CountingTrainer, GracefulStop = _make_trainer_classes()
     stopper = GracefulStop()
-    args = training_arguments(cfg, precision, bool(eval_rows))
     trainer = CountingTrainer(
         model=model,
         args=args,
@@ -267,7 +271,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
     device_name = torch.cuda.get_device_name() if precision.device == "cuda" else "cpu"
     curve = metricsmod.loss_curve(trainer.state.log_history)
     memory = metricsmod.peak_memory(precision.device)
-    memory["baseline_rss_bytes"] = baseline_rss
+    memory["rss_before_model_bytes"] = rss_before_model
     metrics: dict[str, Any] = {
         "schema_version": METRICS_SCHEMA_VERSION,
         "status": f"interrupted by {signal.Signals(interrupted).name}" if interrupted else "completed",
