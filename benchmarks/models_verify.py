@@ -34,8 +34,8 @@ def make_model(directory: Path, size_mib: int, shards: int) -> list[Path]:
     for i in range(shards):
         path = directory / f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
         with open(path, "wb") as handle:
-            for j in range(size_mib // shards // 16):
-                handle.write(j.to_bytes(8, "little") + BLOCK[8:])  # each 16 MiB block differs
+            for j in range(size_mib // shards // 16):  # every 16 MiB block differs, so no blob is shared
+                handle.write(i.to_bytes(8, "little") + j.to_bytes(8, "little") + BLOCK[16:])
         files.append(path)
     return files
 
