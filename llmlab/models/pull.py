@@ -19,7 +19,7 @@ from pathlib import Path
 
 from llmlab.models import layout
 from llmlab.models.hashing import git_blob_sha1, hash_files
-from llmlab.models.ingest import add_directory, point_refs
+from llmlab.models.ingest import MODEL_MARKERS, add_directory, point_refs
 from llmlab.models.store import AddResult, ModelNotFound, ModelStore, StoreError, split_spec
 
 # What from_pretrained needs: safetensors weights and their index, configs, tokenizer files, chat templates.
@@ -97,9 +97,16 @@ def _download(
     from huggingface_hub.utils import disable_progress_bars, filter_repo_objects
 
     with _hub_errors(name, commit, endpoint):
-        listing = HfApi(endpoint=endpoint, token=token).list_repo_tree(name, revision=commit, recursive=True)
-        files = [f for f in filter_repo_objects(listing, allow_patterns=patterns, key=lambda f: f.path)]
-    files = [f for f in files if isinstance(f, RepoFile)]
+        tree = HfApi(endpoint=endpoint, token=token).list_repo_tree(name, revision=commit, recursive=True)
+        listing = [f for f in tree if isinstance(f, RepoFile)]
+    files = list(filter_repo_objects(listing, allow_patterns=patterns, key=lambda f: f.path))
+    if not any(f.path in MODEL_MARKERS for f in files):
+        paths = [f.path for f in listing]
+        raise StoreError(
+            f"{name}@{commit[:12]}: not a model, or not with --include {patterns}: none of "
+            f"{', '.join(MODEL_MARKERS)} among the files; the repo has {', '.join(paths[:8]) or 'no files'}"
+            + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
+        )
     if patterns == list(DEFAULT_PATTERNS) and not any(
         fnmatch.fnmatch(f.path, "*.safetensors") for f in files
     ):

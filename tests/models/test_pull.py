@@ -77,6 +77,7 @@ def test_pull_a_tag_and_include_patterns(store: ModelStore, hub: FakeHub) -> Non
 def test_pull_errors_are_clear_and_leave_nothing(store: ModelStore, hub: FakeHub, tmp_path: Path) -> None:
     hub.add("org/tiny", FILES)
     hub.add("org/bin-only", {"config.json": b"{}", "pytorch_model.bin": b"w"})
+    hub.add("org/dataset-like", {"README.md": b"# data", "train.safetensors": b"rows"})
     with HubServer(hub) as server:
         with pytest.raises(ModelNotFound, match=r"org/absent@main at http://127\.0\.0\.1:\d+: no such model"):
             pull(store, "org/absent", endpoint=server.url, progress=False)
@@ -84,6 +85,8 @@ def test_pull_errors_are_clear_and_leave_nothing(store: ModelStore, hub: FakeHub
             pull(store, "org/tiny@v9", endpoint=server.url, progress=False)
         with pytest.raises(StoreError, match=r"no \*\.safetensors weights.*--include '\*\.bin'"):
             pull(store, "org/bin-only", endpoint=server.url, progress=False)
+        with pytest.raises(StoreError, match=r"not a model.*none of config\.json.*has README\.md, train\."):
+            pull(store, "org/dataset-like", endpoint=server.url, progress=False)
     with pytest.raises(StoreError, match="cannot reach the Hub"):
         pull(store, "org/tiny", endpoint="http://127.0.0.1:9", progress=False)
     assert store.list_models() == []
