@@ -193,8 +193,12 @@ class ModelStore:
         return commit
 
     def manifest(self, spec: str) -> Manifest:
-        """The manifest of a complete revision; ModelNotFound if the revision is absent or incomplete."""
-        name, revision = split_spec(spec)
+        """The manifest of a complete revision; ModelNotFound if the revision is absent or incomplete
+        (or cannot be in the store: a malformed name)."""
+        try:
+            name, revision = split_spec(spec)
+        except ValueError as exc:
+            raise ModelNotFound(str(exc)) from None
         commit = self.commit_of(name, revision)
         path = self.manifest_path(name, commit)
         if not path.is_file() or not self.snapshot_dir(name, commit).is_dir():

@@ -108,6 +108,8 @@ def test_bad_input_is_refused_and_nothing_is_written(store: ModelStore, tmp_path
     with pytest.raises(ModelNotFound) as caught:
         store.resolve("org/absent")
     assert isinstance(caught.value, LookupError)
+    with pytest.raises(ModelNotFound, match="not a Hub repo id"):  # a lookup: cannot be there, so not found
+        store.resolve("./checkpoints/run-3")
 
 
 def test_revisions_and_refs(store: ModelStore, tmp_path: Path) -> None:
