@@ -52,10 +52,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run, config_error_exit=EXIT_COULD_NOT_RUN)
 
 
-def run(args: argparse.Namespace) -> int:
-    from llmlab.verify.runner import catalogue, run_checks, select
+def _may_run(category: str, only: list[str], skip: list[str]) -> bool:
+    """Whether --only/--skip leave any check of `category` in (a cheap guess; the runner decides)."""
+    if category in skip:
+        return False
+    return not only or any(name == category or name.startswith(category + ".") for name in only)
 
+
+def run(args: argparse.Namespace) -> int:
     if args.list:
+        from llmlab.verify.runner import catalogue
+
         for c in catalogue():
             print(f"{c.id:28} level {c.level}  {c.description}")
         return 0
@@ -65,13 +72,20 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--level: {args.level!r} is not a level; valid: 1, 2, 3")
     level = int(args.level)
     config = load_config(args.config)  # ConfigError -> exit 3 before anything runs
-    checks = select(level, args.only, args.skip)
 
     from llmlab.verify.context import VerifyContext, real_sources
-    from llmlab.verify.report import prometheus_text, render_table, to_json, write_atomically
-    from llmlab.verify.result import exit_code
 
     ctx = VerifyContext(config=config, sources=real_sources(config), level=level)
+    if _may_run("software", args.only, args.skip):
+        from llmlab.verify.lab import prefetch
+
+        prefetch(ctx)  # the probe's torch import overlaps loading the catalogue and the quick checks
+
+    from llmlab.verify.report import prometheus_text, render_table, to_json, write_atomically
+    from llmlab.verify.result import exit_code
+    from llmlab.verify.runner import run_checks, select
+
+    checks = select(level, args.only, args.skip)
     results = run_checks(ctx, checks)
     duration = time.perf_counter() - start
     if args.json:

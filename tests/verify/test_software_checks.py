@@ -15,6 +15,8 @@ from verify_fakes import (
     run_check,
 )
 
+from llmlab.verify.cli import _may_run
+from llmlab.verify.lab import prefetch
 from llmlab.verify.result import Status
 from llmlab.verify.sources import CommandResult
 
@@ -122,3 +124,19 @@ def test_a_lab_python_that_cannot_run_fails_every_software_check():
     ctx = make_ctx(config, runner=FakeRunner())  # nothing answers: command not found
     result = run_check("software.torch", ctx)
     assert result.status == Status.FAIL and "/opt/lab/bin/python could not run the probe" in result.message
+
+
+def test_prefetch_runs_the_probe_once_in_the_background_for_all_software_checks():
+    runner = lab(lab_probe_output(cuda_torch(count=0, cuda=None)))
+    ctx = make_ctx(runner=runner)
+    prefetch(ctx)
+    assert run_check("software.torch", ctx).status == Status.OK
+    assert run_check("software.min_versions", ctx).status == Status.OK
+    assert sum(call[1] == "-c" for call in runner.calls) == 1
+
+
+def test_software_is_prefetched_only_when_the_selection_may_include_it():
+    assert _may_run("software", [], [])
+    assert _may_run("software", ["software.torch"], [])
+    assert not _may_run("software", ["gpu", "services"], [])
+    assert not _may_run("software", [], ["software"])

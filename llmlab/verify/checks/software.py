@@ -6,57 +6,15 @@ environment users run jobs in, not llmlab's.
 
 from __future__ import annotations
 
-import json
-import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 from packaging.version import InvalidVersion, Version
 
-import llmlab.verify.lab_probe as lab_probe
 from llmlab.verify.checks.gpu import DRIVER_HINT
 from llmlab.verify.context import VerifyContext
+from llmlab.verify.lab import LabProbeError, LabReport, lab_python, lab_report
 from llmlab.verify.nvml import NvmlUnavailable
 from llmlab.verify.result import CheckResult, check, fail, ok, skip, warn
 
 ENV_HINT = "rebuild the lab environment (python_env role); check verify.lab_python points at it"
-
-
-class LabProbeError(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class LabReport:
-    python: str
-    packages: dict[str, str | None]
-    torch: dict[str, Any] | None
-    torch_error: str | None
-
-
-def lab_python(ctx: VerifyContext) -> str:
-    return str(ctx.settings.lab_python or sys.executable)
-
-
-def lab_report(ctx: VerifyContext) -> LabReport:
-    """What the lab python reports (run once per verify run); raises LabProbeError if it cannot run."""
-
-    def run() -> LabReport:
-        # Passed as -c source, not a script path: the script's directory would shadow modules on sys.path.
-        source = Path(lab_probe.__file__).read_text(encoding="utf-8")
-        argv = [lab_python(ctx), "-c", source, *sorted(ctx.settings.min_versions)]
-        result = ctx.sources.runner.run(argv, timeout=ctx.timeout)
-        if result.returncode != 0:
-            detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-            raise LabProbeError(f"{argv[0]} could not run the probe: {detail}")
-        try:
-            data = json.loads(result.stdout.strip().splitlines()[-1])
-            return LabReport(data["python"], data["packages"], data["torch"], data["torch_error"])
-        except (IndexError, KeyError, json.JSONDecodeError) as exc:
-            raise LabProbeError(f"{argv[0]}: unreadable probe output ({exc})") from None
-
-    return ctx.once("lab_report", run)
 
 
 def _report_or_fail(ctx: VerifyContext) -> LabReport | CheckResult:

@@ -1,0 +1,64 @@
+"""The lab environment as its own python sees it: one run of lab_probe.py per verify run, shared by checks.
+
+`prefetch` starts that run in the background as soon as the config is known, because the probe's torch import
+(seconds) is the longest part of level 1 and need not wait for the check catalogue to load.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llmlab.verify.lab_probe as lab_probe
+from llmlab.verify.context import VerifyContext
+
+
+class LabProbeError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LabReport:
+    python: str
+    packages: dict[str, str | None]
+    torch: dict[str, Any] | None
+    torch_error: str | None
+
+
+def lab_python(ctx: VerifyContext) -> str:
+    return str(ctx.settings.lab_python or sys.executable)
+
+
+def lab_report(ctx: VerifyContext) -> LabReport:
+    """What the lab python reports (run once per verify run); raises LabProbeError if it cannot run."""
+
+    def run() -> LabReport:
+        # Passed as -c source, not a script path: the script's directory would shadow modules on sys.path.
+        source = Path(lab_probe.__file__).read_text(encoding="utf-8")
+        argv = [lab_python(ctx), "-c", source, *sorted(ctx.settings.min_versions)]
+        result = ctx.sources.runner.run(argv, timeout=ctx.timeout)
+        if result.returncode != 0:
+            detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+            raise LabProbeError(f"{argv[0]} could not run the probe: {detail}")
+        try:
+            data = json.loads(result.stdout.strip().splitlines()[-1])
+            return LabReport(data["python"], data["packages"], data["torch"], data["torch_error"])
+        except (IndexError, KeyError, json.JSONDecodeError) as exc:
+            raise LabProbeError(f"{argv[0]}: unreadable probe output ({exc})") from None
+
+    return ctx.once("lab_report", run)
+
+
+def prefetch(ctx: VerifyContext) -> None:
+    """Start the probe in a daemon thread; the checks later get its memoised report (or its error)."""
+
+    def run() -> None:
+        with suppress(Exception):  # memoised by ctx.once: the software checks report it
+            lab_report(ctx)
+
+    threading.Thread(target=run, name="verify-lab-probe", daemon=True).start()
