@@ -190,7 +190,7 @@ class Host(Protocol):
     def facts(self) -> HostFacts: ...
     def clock_synchronized(self) -> bool | None: ...
     def kernel_state(self) -> KernelState: ...
-    def kernel_log(self, since: float | None) -> list[str]: ...
+    def kernel_log(self, since: float | None) -> list[str] | None: ...  # None: unreadable
 
 
 def read_os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
@@ -244,7 +244,7 @@ class LocalHost:
         installed = sorted(p.name.removeprefix("vmlinuz-") for p in Path("/boot").glob("vmlinuz-*"))
         return KernelState(Path("/var/run/reboot-required").exists(), platform.release(), installed)
 
-    def kernel_log(self, since: float | None) -> list[str]:
+    def kernel_log(self, since: float | None) -> list[str] | None:
         """Kernel messages of this boot (or since an epoch time): journald if it has them, else /dev/kmsg."""
         argv = ["journalctl", "-k", "-b", "-o", "json", "--no-pager"]
         if since is not None:
@@ -266,12 +266,12 @@ def _journal_message(line: str) -> str:
     return message if isinstance(message, str) else ""
 
 
-def read_kmsg(since_uptime: float | None, path: str = "/dev/kmsg") -> list[str]:
-    """Records from the kernel ring buffer: `prio,seq,usec,flags;message`, one per read()."""
+def read_kmsg(since_uptime: float | None, path: str = "/dev/kmsg") -> list[str] | None:
+    """Kernel ring buffer records (`prio,seq,usec,flags;message`, one per read); None if unreadable."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
-        return []
+        return None
     messages = []
     try:
         while True:

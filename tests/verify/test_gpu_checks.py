@@ -240,6 +240,11 @@ def test_xid_is_read_even_when_nvml_is_down_because_a_gpu_off_the_bus_can_break_
     assert result.status == Status.FAIL and result.value == [79]
 
 
+def test_an_unreadable_kernel_log_is_not_reported_as_clean():
+    result = run_check("gpu.xid", make_ctx(expect(**H100), host=FakeHost(log=None)))
+    assert result.status == Status.FAIL and "cannot read the kernel log" in result.message
+
+
 def test_xid_window_is_passed_to_the_kernel_log_reader():
     host = FakeHost(log=[])
     ctx = make_ctx({"verify": {"expect": {"gpu_count": 1}, "thresholds": {"xid_window_hours": 2}}}, host=host)

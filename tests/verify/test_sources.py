@@ -43,6 +43,7 @@ def test_without_journald_the_kernel_ring_buffer_is_read():
     boot_messages = read_kmsg(None)
     assert any("Linux version" in m for m in boot_messages)
     assert read_kmsg(since_uptime=1e12) == []
+    assert read_kmsg(None, path="/nonexistent/kmsg") is None
     assert LocalHost(FakeRunner()).kernel_log(None)[: len(boot_messages)] == boot_messages
 
 

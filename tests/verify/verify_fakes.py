@@ -85,7 +85,7 @@ class FakeHost:
     kernels: KernelState = field(
         default_factory=lambda: KernelState(False, "6.1.0-18-amd64", ["6.1.0-18-amd64"])
     )
-    log: list[str] = field(default_factory=list)
+    log: list[str] | None = field(default_factory=list)
     log_since: list[float | None] = field(default_factory=list)
 
     def facts(self) -> HostFacts:
@@ -97,7 +97,7 @@ class FakeHost:
     def kernel_state(self) -> KernelState:
         return self.kernels
 
-    def kernel_log(self, since: float | None) -> list[str]:
+    def kernel_log(self, since: float | None) -> list[str] | None:
         self.log_since.append(since)
         return self.log
 
