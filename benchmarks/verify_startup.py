@@ -49,6 +49,8 @@ def main() -> None:
         "python -c 'import torch'": [python, "-c", "import torch"],
         "llmlab --help": [llmlab, "--help"],
         "llmlab verify --level 1": [llmlab, *config, "verify", "--level", "1"],
+        # what level 1 costs besides the lab probe's torch import
+        "  ... --skip software": [llmlab, *config, "verify", "--level", "1", "--skip", "software"],
     }
     measure(commands["llmlab --help"], 1)  # warm the page cache once
     load = os.getloadavg()[0]
