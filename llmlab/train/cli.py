@@ -125,7 +125,13 @@ def _merge(args: argparse.Namespace) -> int:
     merged = merge_adapter(Path(args.overrides[0]), args.to)
     print(f"llmlab train merge: merged model in {merged}")
     if args.register:
-        stored = register_merged(merged, args.register, args.config)
+        from llmlab.models.store import StoreError
+
+        try:
+            stored = register_merged(merged, args.register, args.config)
+        except (StoreError, ValueError) as exc:
+            print(f"llmlab train merge: could not register {args.register!r}: {exc}", file=sys.stderr)
+            return 1
         print(f"llmlab train merge: registered as {args.register!r} in the model store ({stored})")
     return 0
 

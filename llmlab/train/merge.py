@@ -33,5 +33,6 @@ def register_merged(model_dir: Path, name: str, host_config: Path | None = None)
     """Import a merged model into the host's model store under `name`; returns its path in the store."""
     from llmlab.models.store import ModelStore
 
-    store = ModelStore(load_config(host_config).model_store)
+    host = load_config(host_config)
+    store = ModelStore(host.model_store, group=host.lab_group)
     return Path(store.import_model(model_dir, name=name))

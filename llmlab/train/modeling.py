@@ -15,7 +15,7 @@ def resolve_base_model(name: str, host_config: Path | None = None) -> Path:
     candidate = Path(name).expanduser()
     if candidate.is_dir():
         return candidate.resolve()
-    store_root = load_config(host_config).model_store
+    host = load_config(host_config)
     try:
         from llmlab.models.store import ModelNotFound, ModelStore
     except ImportError:
@@ -23,10 +23,12 @@ def resolve_base_model(name: str, host_config: Path | None = None) -> Path:
             f"base_model: not a directory, and the model store is unavailable here (got {name!r})"
         ) from None
     try:
-        return Path(ModelStore(store_root).resolve(name))
+        return Path(ModelStore(host.model_store, group=host.lab_group).resolve(name))
+    except ValueError as exc:  # not a valid store name either
+        raise ConfigError(f"base_model: not a directory, and {exc} (got {name!r})") from None
     except ModelNotFound:
         raise ConfigError(
-            f"base_model: not a directory and not in the model store at {store_root} (got {name!r}); "
+            f"base_model: not a directory and not in the model store at {host.model_store} (got {name!r}); "
             "add it with `llmlab models pull` or give a path"
         ) from None
 

@@ -130,3 +130,29 @@ def test_merge_round_trips(trained, tmp_path: Path) -> None:
     torch.testing.assert_close(merged_logits, adapted_logits, atol=1e-4, rtol=1e-4)
     assert (merged_logits - base_logits).abs().max() > 0.1, "the adapter changed nothing"
     assert not any("lora" in name for name, _ in merged.named_parameters())
+
+
+def test_base_model_and_merge_registration_go_through_the_model_store(
+    trained, tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmlab.cli import main
+    from llmlab.config import ConfigError
+    from llmlab.models.store import ModelStore
+    from llmlab.train.modeling import resolve_base_model
+
+    store_root = tmp_path / "store"
+    monkeypatch.setenv("LLMLAB_MODEL_STORE", str(store_root))
+    (tmp_path / "host.yaml").write_text("{}\n")
+    monkeypatch.setenv("LLMLAB_CONFIG", str(tmp_path / "host.yaml"))
+    store = ModelStore(store_root, group=None)
+    snapshot = store.import_model(tiny_llama_dir, name="tiny/llama")
+    assert resolve_base_model("tiny/llama") == snapshot
+    with pytest.raises(ConfigError, match=r"not in the model store at .*store \(got 'tiny/absent'\)"):
+        resolve_base_model("tiny/absent")
+
+    output_dir, _ = trained("lora")
+    assert (
+        main(["train", "merge", str(output_dir), "--to", str(tmp_path / "m"), "--register", "tiny/merged"])
+        == 0
+    )
+    assert (store.resolve("tiny/merged") / "config.json").is_file()
