@@ -98,7 +98,11 @@ def main() -> None:
         t_hardlink = best(
             args.runs, lambda: store.import_model(source, "bench/model", link="hardlink"), fresh
         )
-        t_copy = best(args.runs, lambda: store.import_model(source, "bench/model", link="copy"), fresh)
+        copies = []
+        t_copy = best(
+            args.runs, lambda: copies.append(store.add_local(source, "bench/model", link="copy")), fresh
+        )
+        assert copies[-1].bytes_copied >= nbytes, copies[-1]  # really copied, not deduplicated
         t_noop = best(args.runs, lambda: store.import_model(source, "bench/model", link="copy"))
 
     rate = lambda seconds: f"{mib / seconds:8.0f} MiB/s"  # noqa: E731
