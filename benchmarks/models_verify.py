@@ -1,10 +1,11 @@
 """`llmlab models verify` throughput against `sha256sum`; `import` of a 1 GiB model (hardlink, copy, cp).
 
 All measured in the same run on the same files, in a temp dir on the filesystem of --dir (default /tmp),
-deleted at the end. The files are read once before timing so every contender hashes from the page cache
-(each figure is the best of --runs). Goals (issue 4): verify's hashing >= 0.8x sha256sum per core, and
-faster than a single sha256sum when the files can be hashed in parallel; import near-instant with
-hardlinks, bounded by one copy without.
+deleted at the end. The files are read once before timing so every contender hashes from the page cache;
+each import run starts after `sync`, so no run pays for the write-back of the one before. Each figure is the
+best of --runs. Goals (issue 4): verify's hashing >= 0.8x sha256sum per core, and faster than a single
+sha256sum when the files can be hashed in parallel; import near-instant with hardlinks, bounded by one copy
+without.
 Usage: .venv/bin/python benchmarks/models_verify.py [--size-mib 1024] [--shards 4] [--runs 3] [--dir PATH]
 """
 
@@ -91,6 +92,7 @@ def main() -> None:
         def fresh() -> None:
             shutil.rmtree(root / "store", ignore_errors=True)
             shutil.rmtree(root / "cp", ignore_errors=True)
+            os.sync()  # each run starts without a write-back backlog from the one before
 
         t_cp = best(args.runs, lambda: shutil.copytree(source, root / "cp"), fresh)
         cp_command = ["cp", "-r", str(source), str(root / "cp")]
