@@ -76,12 +76,19 @@ def main() -> None:
         t_sum = best(
             args.runs, lambda: subprocess.run(["sha256sum", *names], check=True, capture_output=True)
         )
-        t_sum_par = best(args.runs, lambda: subprocess.run(
-            ["xargs", "-P", str(cores), "-n", "1", "sha256sum"], input="\n".join(names), text=True,
-            check=True, capture_output=True))  # fmt: skip
+        xargs = ["xargs", "-P", str(cores), "-n", "1", "sha256sum"]
+        listing = "\n".join(names)
+        t_sum_par = best(
+            args.runs,
+            lambda: subprocess.run(xargs, input=listing, text=True, check=True, capture_output=True),
+        )
         openssl = shutil.which("openssl")  # uses the CPU's SHA extensions, which coreutils' sha256sum may not
-        t_ssl = best(args.runs, lambda: subprocess.run([openssl, "dgst", "-sha256", *names], check=True,
-                                                       capture_output=True)) if openssl else None  # fmt: skip
+        ssl_command = [openssl, "dgst", "-sha256", *names]
+        t_ssl = (
+            best(args.runs, lambda: subprocess.run(ssl_command, check=True, capture_output=True))
+            if openssl
+            else None
+        )
         t_py_one = best(args.runs, lambda: [hash_file(p) for p in shards])
         store = ModelStore(root / "store", group=None)
         store.import_model(source, "bench/model", link="hardlink")

@@ -122,8 +122,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="report what would be removed")
 
     for name, pinned in (("pin", True), ("unpin", False)):
-        p = verb(name, f"{name} a model ({'protect it from' if pinned else 'expose it to'} gc and rm)",
-                 _pinner(pinned))  # fmt: skip
+        effect = "protect it from" if pinned else "expose it to"
+        p = verb(name, f"{name} a model ({effect} gc and rm)", _pinner(pinned))
         p.add_argument("spec", metavar="NAME")
 
     p = verb(
@@ -207,8 +207,15 @@ def _list(store, args) -> tuple[dict, bool, Any]:
     models = store.list_models()
     table = Table("name", "revision", "commit", "size", "last used", "pinned", box=None)
     for m in models:
-        table.add_row(m.name, ",".join(m.refs) or "-", m.commit[:12], _gib(m.size), m.to_dict()["last_used"],
-                      "yes" if m.pinned else "")  # fmt: skip
+        row = m.to_dict()
+        table.add_row(
+            m.name,
+            ",".join(m.refs) or "-",
+            m.commit[:12],
+            _gib(m.size),
+            row["last_used"],
+            "yes" if m.pinned else "",
+        )
     return {"store": str(store.root), "models": [m.to_dict() for m in models]}, True, table
 
 
@@ -242,8 +249,8 @@ def _verify(store, args) -> tuple[dict, bool, str]:
         results.append(r.to_dict())
         state = "OK      " if r.ok else "DAMAGED "
         problems = f": {'; '.join(r.problems)}" if r.problems else ""
-        lines.append(f"{state} {r.name} {r.commit[:12]} {_gib(r.bytes_hashed)} "
-                     f"at {r.mib_per_second:.0f} MiB/s{problems}")  # fmt: skip
+        speed = f"{_gib(r.bytes_hashed)} at {r.mib_per_second:.0f} MiB/s"
+        lines.append(f"{state} {r.name} {r.commit[:12]} {speed}{problems}")
     ok = all(r["ok"] for r in results)
     return {"models": results}, ok, "\n".join(lines) or "the store holds no models"
 

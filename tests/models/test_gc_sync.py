@@ -93,9 +93,8 @@ def test_sync_is_idempotent_repairs_damage_and_prunes(store: ModelStore, tmp_pat
     )
     first = sync(store, load_sync_manifest(manifest), progress=False)
     assert first.ok and first.changed
-    assert {(x.name, x.action) for x in first.actions} == {
-        ("org/a", "added"), ("org/a", "pinned"), ("org/b", "added"), ("org/stray", "removed"),
-    }  # fmt: skip
+    expected = {("org/a", "added"), ("org/a", "pinned"), ("org/b", "added"), ("org/stray", "removed")}
+    assert {(x.name, x.action) for x in first.actions} == expected
     second = sync(store, load_sync_manifest(manifest), progress=False)
     assert second.ok and not second.changed
     assert {(x.name, x.action) for x in second.actions} == {("org/a", "unchanged"), ("org/b", "unchanged")}

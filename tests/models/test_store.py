@@ -181,9 +181,8 @@ def test_plain_tarball_of_a_model_directory(store: ModelStore, model_dir: Path, 
     with pytest.raises(StoreError, match="needs --name"):
         store.add_local(archive, None)
     snapshot = store.import_model(archive, "org/from-tar")
-    assert sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()) == [
-        "config.json", "extra/notes.txt", "model.safetensors", "tokenizer.json",
-    ]  # fmt: skip
+    stored = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+    assert stored == ["config.json", "extra/notes.txt", "model.safetensors", "tokenizer.json"]
     assert store.verify("org/from-tar").ok
 
 
