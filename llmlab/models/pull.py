@@ -30,7 +30,7 @@ DEFAULT_TOKEN_FILE = Path("/etc/llmlab/hf_token")
 def read_token(token_file: Path | None) -> str | None:
     """The token in `token_file` (which must be private to its owner), else None: huggingface_hub then
     uses $HF_TOKEN or the user's `hf auth login` token by itself."""
-    if token_file is None or not token_file.exists():
+    if token_file is None or not os.access(token_file, os.R_OK):  # absent, or root's and we are not root
         return None
     mode = token_file.stat().st_mode
     if mode & 0o077:
