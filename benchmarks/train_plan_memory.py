@@ -2,9 +2,10 @@
 
 Each case trains a tiny random-init Llama for a few steps in its own `llmlab train` process and compares
 the plan's total (weights + gradients + optimizer + activations, fp32, no GPU runtime overhead) with the
-measured growth of the process's peak RSS from just before the model loads. On a CPU the measurement also
-holds allocator caches and autograd scratch that a GPU plan does not model, so small models overstate
-the error; the larger cases show how the per-parameter and per-token terms hold up.
+measured growth of the process's peak RSS from just before the model loads. Each case runs twice: with
+glibc's default malloc, whose dynamic mmap threshold keeps freed activation buffers in the heap (RSS then
+holds allocator slack, as a GPU's reserved memory does), and with MALLOC_MMAP_THRESHOLD_=65536, where
+large buffers go back to the OS when freed and RSS follows live memory (a GPU's allocated memory).
 
     .venv/bin/python benchmarks/train_plan_memory.py [--quick]
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,15 +41,14 @@ def write_dataset(path: Path, examples: int, seed: int = 0) -> Path:
     return path
 
 
-def measure(work: Path, hidden: int, layers: int, method: str, checkpointing: bool) -> tuple[float, float]:
+def case_config(work: Path, hidden: int, layers: int, method: str, checkpointing: bool) -> dict:
     model_dir = work / f"llama-{hidden}x{layers}"
     if not model_dir.exists():
         build_tiny_model(model_dir, "llama", hidden_size=hidden, num_layers=layers)
     data = work / "data.jsonl"
     if not data.exists():
         write_dataset(data, 64)
-    out = work / f"run-{hidden}-{layers}-{method}-{checkpointing}"
-    config = {
+    return {
         "base_model": str(model_dir),
         "method": method,
         "datasets": [{"path": str(data), "format": "text"}],
@@ -54,28 +56,41 @@ def measure(work: Path, hidden: int, layers: int, method: str, checkpointing: bo
         "micro_batch_size": 4,
         "max_steps": 2,  # optimizer states exist from step 1 on, so step 2 reaches the peak
         "gradient_checkpointing": checkpointing,
-        "output_dir": str(out),
+        "output_dir": str(work / "run"),
         "save_steps": 1000,
         "lora_dropout": 0.0,
     }
-    config_path = work / f"{out.name}.yaml"
+
+
+def measured_mib(work: Path, config: dict, mmap_threshold: bool) -> float:
+    """Peak RSS growth from just before the model loads, in a fresh `llmlab train` process."""
+    config_path = work / "case.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    shutil.rmtree(config["output_dir"], ignore_errors=True)
+    env = dict(os.environ)
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     run = subprocess.run(
         [sys.executable, "-m", "llmlab.cli", "train", str(config_path), "--json"],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     if run.returncode != 0:
         raise SystemExit(run.stderr[-3000:])
     memory = json.loads(run.stdout)["memory"]
-    measured = (memory["peak_rss_bytes"] - memory["rss_before_model_bytes"]) / MIB
+    return (memory["peak_rss_bytes"] - memory["rss_before_model_bytes"]) / MIB
+
+
+def planned_mib(config: dict) -> float:
     cfg = validate_train_config(config, "benchmark")
-    arch = architecture_from_config(read_model_config(model_dir))
-    planned = (
-        estimate_memory(arch, cfg, method, checkpointing, compute_bytes=4, overhead_gib=0).total_gib * 1024
+    arch = architecture_from_config(read_model_config(Path(config["base_model"])))
+    estimate = estimate_memory(
+        arch, cfg, cfg.method, cfg.gradient_checkpointing, compute_bytes=4, overhead_gib=0
     )
-    return planned, measured
+    return estimate.total_gib * 1024
 
 
 def main() -> None:
@@ -83,18 +98,30 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the default tiny model and one larger one")
     args = parser.parse_args()
     sizes = [(64, 2), (512, 4)] if args.quick else [(64, 2), (256, 4), (512, 4), (768, 6)]
-    print(f"{'model':>12} {'method':>6} {'ckpt':>5} {'planned MiB':>12} {'measured MiB':>13} {'error':>8}")
+    header = ("model", "method", "ckpt", "planned", "RSS, glibc default", "RSS, mmap 64K")
+    print("{:>9} {:>6} {:>4} {:>8} {:>19} {:>14}".format(*header))
+    print(f"{'':>9} {'':>6} {'':>4} {'MiB':>8} {'MiB (error)':>19} {'MiB (error)':>14}")
+    errors: dict[bool, list[float]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
         for hidden, layers in sizes:
             for method in ("full", "lora", "qlora"):
                 for checkpointing in (False, True):
-                    planned, measured = measure(Path(tmp), hidden, layers, method, checkpointing)
-                    error = (planned - measured) / measured
+                    config = case_config(Path(tmp), hidden, layers, method, checkpointing)
+                    planned = planned_mib(config)
+                    cells = []
+                    for mmap_threshold in (False, True):
+                        measured = measured_mib(Path(tmp), config, mmap_threshold)
+                        error = (planned - measured) / measured
+                        errors[mmap_threshold].append(abs(error))
+                        cells.append(f"{measured:7.1f} ({error:+4.0%})")
                     print(
-                        f"{f'h{hidden} x{layers}':>12} {method:>6} {'yes' if checkpointing else 'no':>5} "
-                        f"{planned:12.1f} {measured:13.1f} {error:+8.0%}",
+                        f"{f'h{hidden}x{layers}':>9} {method:>6} {'yes' if checkpointing else 'no':>4} "
+                        f"{planned:8.1f} {cells[0]:>19} {cells[1]:>14}",
                         flush=True,
                     )
+    for mmap_threshold, label in ((False, "glibc default"), (True, "mmap threshold 64K")):
+        values = errors[mmap_threshold]
+        print(f"mean |error| vs RSS ({label}): {sum(values) / len(values):.0%}")
 
 
 if __name__ == "__main__":

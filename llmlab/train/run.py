@@ -162,7 +162,7 @@ def training_arguments(cfg: TrainConfig, precision, eval_enabled: bool):
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed,
-        bf16=precision.name == "bf16" and precision.device == "cuda",
+        bf16=precision.name == "bf16",  # autocast, on CPU too
         fp16=precision.name == "fp16",
         use_cpu=precision.device == "cpu",
         activation_checkpointing=gradient_checkpointing,
@@ -239,7 +239,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
     trainable, total = parameter_counts(model)
     say(f"{cfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
 
-    stopper = GracefulStop()
     trainer = CountingTrainer(
         model=model,
         args=args,
@@ -247,8 +246,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
         eval_dataset=eval_rows or None,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[stopper],
     )
+    stopper = GracefulStop()  # from here on, a signal means "checkpoint and stop"
+    trainer.add_callback(stopper)
     try:
         output = trainer.train(resume_from_checkpoint=True if resume else None)
     finally:

@@ -18,7 +18,7 @@ from llmlab.train.schema import validate_train_config
 RUNS: dict[str, dict[str, Any]] = {
     "lora": {"eval_split": 0.25},
     "qlora": {"packing": False, "chat": True},
-    "full": {"learning_rate": 0.01},
+    "full": {"learning_rate": 0.01, "tracking": "tensorboard"},
 }
 
 
@@ -64,6 +64,7 @@ def test_training_drives_the_loss_down(method: str, trained) -> None:
     assert metrics["memory"]["peak_rss_bytes"] > metrics["memory"]["rss_before_model_bytes"] > 0
     if method == "full":
         assert metrics["trainable_parameters"] == metrics["total_parameters"]
+        assert list(output_dir.glob("runs/*/events.out.tfevents.*")), "tensorboard logs missing"
     else:
         assert 0 < metrics["trainable_parameters"] < 0.5 * metrics["total_parameters"]
 
