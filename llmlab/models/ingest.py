@@ -177,10 +177,10 @@ def _same_files(a: Manifest, b: Manifest) -> bool:
 
 def _clean_incoming(repo: Path) -> None:
     """Remove what interrupted adds left behind: temp entries of dead processes on this host (the lock
-    may not exclude other writers on NFS, so live ones are kept). pull's resumable download cache stays."""
+    may not exclude other writers on NFS, so live ones are kept)."""
     incoming = repo / ".incoming"
     for entry in incoming.iterdir() if incoming.is_dir() else []:
-        if entry.name == "hub" or not layout.is_abandoned(entry.name):
+        if not layout.is_abandoned(entry.name):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

@@ -1,9 +1,10 @@
 """`pull`: download a model from the Hub (or a mirror) with huggingface_hub, then add it like an import.
 
-The download goes to a private hub cache in `<repo>/.incoming/hub/`, never straight into the shared snapshot,
-so a half-downloaded model is never visible to transformers. An interrupted pull resumes file by file: files
-already complete in that cache are not fetched again. (huggingface_hub >= 1.x writes each download to a
-process-unique temp file and does not continue partial files, so a file cut off midway starts over.)
+The download goes to a private hub cache in `<repo>/.incoming/hub-*/`, never straight into the shared
+snapshot, so a half-downloaded model is never visible to transformers. An interrupted pull resumes file by
+file: the next pull adopts the dead one's cache, so files already complete there are not fetched again.
+(huggingface_hub >= 1.x writes each download to a process-unique temp file and does not continue partial
+files, so a file cut off midway starts over.)
 Every file is checked against the Hub's own listing (SHA-256 for LFS files, the git blob id for the others)
 before it enters the store.
 """
@@ -60,7 +61,7 @@ def pull(
                 ref = revision if revision and not layout.COMMIT_RE.fullmatch(revision) else "main"
                 changed = point_refs(store, name, ref, commit)
                 return AddResult(name, commit, store.snapshot_dir(name, commit), changed=changed)
-            staging = store._ensure_repo(name) / ".incoming" / "hub"
+            staging = _adopt_staging(store._ensure_repo(name) / ".incoming")
             wanted = list(patterns or DEFAULT_PATTERNS)
             snapshot = _download(store, name, commit, endpoint, token, wanted, staging, progress)
             source = f"hub:{endpoint}"
@@ -69,6 +70,21 @@ def pull(
             )
             shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _adopt_staging(incoming: Path) -> Path:
+    """This pull's private download cache: a killed pull's cache renamed to ours (so its finished files are
+    not fetched again), else a new one. Named per process, so that pulls which the lock fails to keep apart
+    (NFS) never move files out of each other's caches."""
+    staging = incoming / layout.temp_name("hub")
+    abandoned = [p for p in incoming.glob("hub-*") if layout.is_abandoned(p.name)]
+    for index, old in enumerate(sorted(abandoned, key=_tree_bytes, reverse=True)):
+        if index == 0:
+            os.rename(old, staging)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    staging.mkdir(exist_ok=True)
+    return staging
 
 
 def _resolve_commit(name: str, revision: str | None, endpoint: str, token: str | None) -> str:
@@ -114,7 +130,7 @@ def _download(
             f"{name}@{commit[:12]}: no *.safetensors weights among the files matching {patterns}; "
             "if the model only has .bin weights, pull with --include '*.bin' plus the other patterns you need"
         )
-    for leftover in staging.glob("*/blobs/*.incomplete"):  # from a killed pull; we hold the lock
+    for leftover in staging.glob("*/blobs/*.incomplete"):  # cut off when its pull was killed: useless
         leftover.unlink(missing_ok=True)
     needed = sum(f.size for f in files) - _tree_bytes(staging)
     free = shutil.disk_usage(store.root).free

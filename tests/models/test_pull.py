@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,7 +50,7 @@ def test_pull_stores_the_pinned_commit_and_only_the_needed_files(store: ModelSto
         assert (store.repo_dir("org/tiny") / "refs" / "main").read_text() == commit
         assert store.manifest("org/tiny").source == f"hub:{server.url}"
         assert store.verify("org/tiny").ok
-        assert not (store.repo_dir("org/tiny") / ".incoming" / "hub").exists()  # staging cleaned
+        assert list((store.repo_dir("org/tiny") / ".incoming").iterdir()) == []  # download cache removed
 
         hub.requests.clear()
         again = pull(store, "org/tiny", endpoint=server.url, progress=False)
@@ -133,10 +135,10 @@ def test_kill_9_mid_pull_then_resume_file_by_file(store: ModelStore, hub: FakeHu
     with HubServer(hub) as server:
         args = ("models", "pull", "org/big", "--endpoint", server.url, "--store", str(store.root), "--quiet")
         child = llmlab_process(*args)
-        blobs = store.repo_dir("org/big") / ".incoming" / "hub" / "models--org--big" / "blobs"
-        small_blob = blobs / hashlib.sha256(small).hexdigest()
+        incoming = store.repo_dir("org/big") / ".incoming"
+        small_blob = f"hub-*/models--org--big/blobs/{hashlib.sha256(small).hexdigest()}"
         deadline = time.monotonic() + 60
-        while not (small_blob.exists() and any(blobs.glob("*.incomplete"))):
+        while not (any(incoming.glob(small_blob)) and any(incoming.glob("hub-*/*/blobs/*.incomplete"))):
             assert time.monotonic() < deadline and child.poll() is None, child.communicate()
             time.sleep(0.02)
         child.send_signal(signal.SIGKILL)
@@ -153,18 +155,50 @@ def test_kill_9_mid_pull_then_resume_file_by_file(store: ModelStore, hub: FakeHu
     fetched = [p.rsplit("/", 1)[1] for p in _gets(hub)]
     assert "model-00001-of-00002.safetensors" not in fetched  # finished before the kill: kept
     assert fetched.count("model-00002-of-00002.safetensors") == 1
-    assert not (store.repo_dir("org/big") / ".incoming" / "hub").exists()
+    assert list(incoming.iterdir()) == []  # the adopted download cache is gone after the add
 
 
-def test_two_processes_pulling_at_once_both_succeed(store: ModelStore, hub: FakeHub) -> None:
+# A pull in a child process with the per-model lock made a no-op, as flock is on some NFS and Lustre mounts.
+PULL_WITHOUT_LOCK = """
+import contextlib, sys
+from pathlib import Path
+from llmlab.models.pull import pull
+from llmlab.models.store import ModelStore
+
+ModelStore.lock = lambda self, name, timeout=None: contextlib.nullcontext()
+store = ModelStore(Path(sys.argv[1]), group=None)
+print(pull(store, "org/tiny", endpoint=sys.argv[2], progress=False).changed)
+"""
+
+
+@pytest.mark.parametrize("lock", [True, False])
+def test_two_processes_pulling_at_once_both_succeed(store: ModelStore, hub: FakeHub, lock: bool) -> None:
     commit = hub.add("org/tiny", {"config.json": b"{}", "model.safetensors": os.urandom(1 << 20)})
     hub.seconds_per_mib = 0.5
     with HubServer(hub) as server:
-        args = ("models", "pull", "org/tiny", "--endpoint", server.url, "--store", str(store.root), "--json")
-        children = [llmlab_process(*args, "--quiet") for _ in range(2)]
+        if lock:
+            args = (
+                "models",
+                "pull",
+                "org/tiny",
+                "--endpoint",
+                server.url,
+                "--store",
+                str(store.root),
+                "--json",
+            )
+            children = [llmlab_process(*args, "--quiet") for _ in range(2)]
+        else:
+            command = [sys.executable, "-c", PULL_WITHOUT_LOCK, str(store.root), server.url]
+            children = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                        for _ in range(2)]  # fmt: skip
         outputs = [child.communicate(timeout=60) for child in children]
     assert [c.returncode for c in children] == [0, 0], outputs
-    assert sorted('"changed": true' in out for out, _ in outputs) == [False, True]  # one downloads, one waits
     assert [m.commit for m in store.list_models()] == [commit] and store.verify("org/tiny").ok
+    assert list((store.repo_dir("org/tiny") / ".incoming").iterdir()) == []
     downloads = [p for m, p, _ in hub.requests if m == "GET" and p.endswith("model.safetensors")]
-    assert len(downloads) == 1
+    if lock:  # one downloads; the other waits for the lock, then finds the model present
+        assert sorted('"changed": true' in out for out, _ in outputs) == [False, True]
+        assert len(downloads) == 1
+    else:  # each downloads into its own cache; both publish the same content
+        assert len(downloads) == 2
