@@ -117,7 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=age_arg,
         default=None,
         metavar="AGE",
-        help="temp work of other hosts or of a pull is abandoned after this long (default 1h)",
+        help="temp work of other hosts (shared store) counts as abandoned after this long (default 1h)",
     )
     p.add_argument("--dry-run", action="store_true", help="report what would be removed")
 

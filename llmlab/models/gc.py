@@ -14,7 +14,7 @@ from pathlib import Path
 from llmlab.models import layout
 from llmlab.models.store import ModelStore
 
-DEFAULT_PARTIAL_AGE = 3600.0  # temp work of other hosts (or of a pull) counts as abandoned after this long
+DEFAULT_PARTIAL_AGE = 3600.0  # temp work of other hosts (whose processes we cannot see) expires after this
 
 
 @dataclass
