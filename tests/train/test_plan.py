@@ -124,3 +124,16 @@ def test_plan_cli_json_counts_epoch_tokens_and_prices(tiny_llama_dir: Path, inst
     l4 = next(row for row in plan["gpus"] if row["sku"] == "L4")
     assert l4["cost_per_epoch"] == pytest.approx(l4["hours_per_epoch"] * 1.0)
     assert {m["method"] for m in plan["memory"]} == {"full", "lora", "qlora"}
+
+
+def test_mfu_states_its_accounting_and_peak() -> None:
+    from llmlab.train.metrics import mfu_estimate
+
+    h100 = mfu_estimate("lora", 7_000_000_000, 1000.0, 2, "bf16", "NVIDIA H100 80GB HBM3")
+    assert h100["flops_per_token"] == 4 * 7_000_000_000
+    assert h100["mfu"] == pytest.approx(1000 * 28e9 / (989.5e12 * 2))
+    assert "4N per token (lora)" in h100["accounting"] and "H100 SXM" in h100["peak_source"]
+    full = mfu_estimate("full", 1000, 1.0, 1, "bf16", "NVIDIA A10G")
+    assert full["flops_per_token"] == 6000
+    assert mfu_estimate("lora", 1000, 1.0, 1, "bf16", "Some Future GPU")["mfu"] is None
+    assert mfu_estimate("lora", 1000, 1.0, 1, "fp32", "NVIDIA A10G")["mfu"] is None
