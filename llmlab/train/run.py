@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,9 +101,13 @@ def _make_trainer_classes():
 
         def __init__(self) -> None:
             self.received: int | None = None
-            self._previous = {
-                sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
-            }
+            self._previous = {}
+            # Python delivers signals to the main thread only; a caller that trains in a worker thread
+            # keeps its own handling (and training runs to its end).
+            if threading.current_thread() is threading.main_thread():
+                self._previous = {
+                    sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+                }
 
         def _handle(self, signum: int, frame: Any) -> None:
             if self.received is not None and signum == signal.SIGINT:
