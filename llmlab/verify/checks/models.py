@@ -47,16 +47,12 @@ def store_writable(ctx: VerifyContext) -> CheckResult:
 def pin_problem(store: Any, spec: str, rehash: bool) -> str | None:
     """What is wrong with a pinned `name[@revision]`, or None. Level 1 compares sizes; level 2+ re-hashes."""
     try:
-        if rehash:
-            result = store.verify(spec)
-            return None if result.ok else ", ".join(result.problems)
-        if store.snapshot_intact(store.manifest(spec)):
-            return None
-        return "files missing or of the wrong size (level 2 re-hashes them)"
+        result = store.verify(spec, quick=not rehash)
     except LookupError as exc:  # ModelNotFound
         return f"not in the store ({exc})"
     except RuntimeError as exc:  # StoreError: an unreadable manifest
         return str(exc)
+    return None if result.ok else ", ".join(result.problems)
 
 
 @check("models.pins", "every model in model_pins is in the store and intact (sizes; sha256 at level 2+)")
