@@ -197,6 +197,39 @@ def _write_outputs(cfg: TrainConfig, metrics: dict[str, Any]) -> None:
     (cfg.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
 
+@dataclass
+class PreparedData:
+    train_rows: list[dict[str, list[int]]]
+    eval_rows: list[dict[str, list[int]]]
+    collator: Any
+    n_train: int
+    n_eval: int
+    dropped: int
+
+
+def prepare_data(cfg: TrainConfig, tokenizer) -> PreparedData:
+    """Tokenize, split off the eval set, and pack (or pad per batch) as the config says."""
+    from llmlab.train import data as datamod
+
+    encoded = datamod.encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len)
+    if encoded.dropped_too_long:
+        say(f"dropped {encoded.dropped_too_long} examples longer than sequence_len={cfg.sequence_len}")
+    train_examples, eval_examples = datamod.split_eval(encoded.examples, cfg.eval_split, cfg.seed)
+    if cfg.packing:
+        train_rows = datamod.pack(train_examples, cfg.sequence_len)
+        eval_rows = datamod.pack(eval_examples, cfg.sequence_len) if eval_examples else []
+        collator: Any = datamod.PackedCollator(tokenizer.pad_token_id)
+    else:
+        train_rows, eval_rows, collator = train_examples, eval_examples, datamod.padded_collator(tokenizer)
+    say(
+        f"{len(train_examples)} training examples in {len(train_rows)} rows, "
+        f"{len(eval_examples)} for evaluation"
+    )
+    return PreparedData(
+        train_rows, eval_rows, collator, len(train_examples), len(eval_examples), encoded.dropped_too_long
+    )
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = None) -> RunResult:
     """Run (or resume) training as `cfg` says; ConfigError for bad input found while loading."""
     from llmlab.config import load_config
@@ -211,32 +244,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
 
     from transformers import set_seed
 
-    from llmlab.train import data as datamod
     from llmlab.train import metrics as metricsmod
     from llmlab.train.modeling import choose_precision, load_model, load_tokenizer, parameter_counts
 
     set_seed(cfg.seed)
     precision = choose_precision(cfg.precision)
     tokenizer = load_tokenizer(model_dir)
-    encoded = datamod.encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len)
-    if encoded.dropped_too_long:
-        say(f"dropped {encoded.dropped_too_long} examples longer than sequence_len={cfg.sequence_len}")
-    train_examples, eval_examples = datamod.split_eval(encoded.examples, cfg.eval_split, cfg.seed)
-    if cfg.packing:
-        train_rows = datamod.pack(train_examples, cfg.sequence_len)
-        eval_rows = datamod.pack(eval_examples, cfg.sequence_len) if eval_examples else []
-        collator = datamod.PackedCollator(tokenizer.pad_token_id)
-    else:
-        train_rows, eval_rows, collator = train_examples, eval_examples, datamod.padded_collator(tokenizer)
-    say(
-        f"{len(train_examples)} training examples in {len(train_rows)} rows, "
-        f"{len(eval_examples)} for evaluation"
-    )
+    data = prepare_data(cfg, tokenizer)
 
     # Libraries are imported and the Trainer's state is set up before the baseline, so that the memory
     # metrics (and `llmlab plan`'s check against them) count the model and its training state, not code.
     CountingTrainer, GracefulStop = _make_trainer_classes()
-    args = training_arguments(cfg, precision, bool(eval_rows))
+    args = training_arguments(cfg, precision, bool(data.eval_rows))
     if cfg.method != "full":
         import peft  # noqa: F401
     rss_before_model = current_rss_bytes()
@@ -247,9 +266,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
     trainer = CountingTrainer(
         model=model,
         args=args,
-        train_dataset=train_rows,
-        eval_dataset=eval_rows or None,
-        data_collator=collator,
+        train_dataset=data.train_rows,
+        eval_dataset=data.eval_rows or None,
+        data_collator=data.collator,
         processing_class=tokenizer,
     )
     stopper = GracefulStop()  # from here on, a signal means "checkpoint and stop"
@@ -260,7 +279,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
         stopper.restore()
     interrupted = stopper.received
     eval_loss = None
-    if eval_rows and not interrupted:
+    if data.eval_rows and not interrupted:
         eval_loss = trainer.evaluate()["eval_loss"]
     if not interrupted:
         trainer.save_model(str(cfg.output_dir))
@@ -299,11 +318,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
         "tokens_per_second": tokens_per_second,
         "trained_tokens": int(real_tokens),
         "padding_efficiency": real_tokens / slots if slots else None,
-        "examples": {
-            "train": len(train_examples),
-            "eval": len(eval_examples),
-            "dropped": encoded.dropped_too_long,
-        },
+        "examples": {"train": data.n_train, "eval": data.n_eval, "dropped": data.dropped},
         "memory": memory,
     }
     if args.world_size > 1:
