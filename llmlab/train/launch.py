@@ -7,6 +7,7 @@ accelerate) sets up DDP, FSDP or DeepSpeed ZeRO from the `distributed` preset in
 from __future__ import annotations
 
 import importlib.util
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -74,7 +75,12 @@ def _deepspeed_config(stage: int) -> dict[str, Any]:
 
 
 def distributed_arguments(cfg: TrainConfig) -> dict[str, Any]:
-    """TrainingArguments keywords for the `distributed` preset (DDP needs none: torchrun implies it)."""
+    """TrainingArguments keywords for the `distributed` preset (DDP needs none: torchrun implies it).
+
+    A single process has nothing to shard with, so there every preset means plain training.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return {}
     if cfg.distributed == "fsdp":
         # FSDP's own activation checkpointing avoids the extra all-gather of the generic one.
         return {

@@ -123,3 +123,26 @@ def test_launch_command_for_two_nodes(config_path: Path) -> None:
     ):
         assert flag in command
     assert command[-3:] == ["train", str(config_path.resolve()), "max_steps=9"]
+
+
+def test_distributed_presets_map_to_trainer_arguments(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from llmlab.train.launch import distributed_arguments
+
+    cfg = load_train_config(config_path, ["distributed=fsdp", "gradient_checkpointing=true"])
+    assert distributed_arguments(cfg) == {}, "one process has nothing to shard with"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert distributed_arguments(cfg) == {
+        "fsdp": True,
+        "fsdp_config": {"version": 2, "activation_checkpointing": True},
+    }
+    assert distributed_arguments(load_train_config(config_path)) == {}  # ddp: torchrun is enough
+    zero3 = load_train_config(config_path, ["distributed=deepspeed_zero3"])
+    if importlib.util.find_spec("deepspeed") is None:
+        with pytest.raises(ConfigError, match=r"needs the deepspeed package.*valid without it: ddp, fsdp"):
+            distributed_arguments(zero3)
+    else:
+        assert distributed_arguments(zero3)["deepspeed"]["zero_optimization"]["stage"] == 3

@@ -1,4 +1,4 @@
-"""Two processes under torchrun (gloo) train with DDP, stay in sync, and match one process."""
+"""Two processes under torchrun (gloo) train with DDP or FSDP, stay in sync, and match one process."""
 
 from __future__ import annotations
 
@@ -15,10 +15,20 @@ from llmlab.train.run import train
 from llmlab.train.schema import validate_train_config
 
 
-def test_two_process_ddp_agrees_with_one_process(
-    tiny_llama_dir: Path, instruction_data: Path, tmp_path: Path
-):
-    config = base_config(tiny_llama_dir, instruction_data, tmp_path / "ddp", packing=False, max_steps=6)
+@pytest.mark.parametrize(("method", "distributed"), [("lora", "ddp"), ("full", "fsdp")])
+def test_two_processes_agree_with_one_process(
+    method: str, distributed: str, tiny_llama_dir: Path, instruction_data: Path, tmp_path: Path
+) -> None:
+    config = base_config(
+        tiny_llama_dir,
+        instruction_data,
+        tmp_path / "ddp",
+        packing=False,
+        max_steps=6,
+        method=method,
+        distributed=distributed,
+        learning_rate=0.01,
+    )
     config_path = write_config(tmp_path / "ddp.yaml", config)
     launch = subprocess.run(
         [sys.executable, "-m", "llmlab.cli", "train", str(config_path), "--launch-command", "--nproc", "2"],
@@ -34,7 +44,7 @@ def test_two_process_ddp_agrees_with_one_process(
     assert ddp["world_size"] == 2
     assert ddp["replicas_in_sync"] and len(ddp["replica_checksums"]) == 2
 
-    # One process with twice the micro-batch sees the same global batches: DDP must reproduce its losses.
+    # One process with twice the micro-batch sees the same global batches: the two must reproduce its losses.
     single = train(
         validate_train_config({**config, "micro_batch_size": 4, "output_dir": str(tmp_path / "one")}, "t")
     ).metrics
