@@ -1,6 +1,7 @@
 """Behaviour of the lab roles on a converged host (testinfra, run by `molecule verify`)."""
 
 import json
+import shlex
 
 import pytest
 
@@ -29,7 +30,7 @@ def jupyter_token(host) -> str:
 
 
 def http_status(host, url: str, token: str = "") -> int:
-    result = host.run(f"python3 -c {HTTP_GET!r} {url} '{token}'")
+    result = host.run(f"python3 -c {shlex.quote(HTTP_GET)} {url} '{token}'")
     assert result.rc == 0, result.stderr
     return int(result.stdout.strip())
 
@@ -98,8 +99,9 @@ def test_jupyterlab_refuses_requests_without_the_token(host, path):
 
 
 def test_jupyterlab_listens_on_loopback_only(host):
-    address = host.interface("eth0").addresses[0]
-    result = host.run(f"python3 -c 'import socket; socket.create_connection((\"{address}\", 8888), 3)'")
+    # The container's address on Docker's bridge (Docker maps the hostname to it in /etc/hosts).
+    code = "import socket; socket.create_connection((socket.gethostbyname(socket.gethostname()), 8888), 3)"
+    result = host.run(f"python3 -c {shlex.quote(code)}")
     assert result.rc != 0
     assert "Connection refused" in result.stderr
 
