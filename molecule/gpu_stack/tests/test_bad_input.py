@@ -16,6 +16,12 @@ SCENARIO = Path(__file__).parents[1]
 ROLES = SCENARIO.parents[1] / "roles"
 CONVERGE = SCENARIO / "converge.yml"
 
+# The check-mode runs go through the whole stack (about 3 minutes each on the 2-core test machines):
+# too slow for make test. Run them with LLMLAB_GPU_STACK_CHECK_MODE=1 (see roles/nvidia_driver/README.md).
+check_mode_run = pytest.mark.skipif(
+    os.environ.get("LLMLAB_GPU_STACK_CHECK_MODE") != "1", reason="set LLMLAB_GPU_STACK_CHECK_MODE=1 to run"
+)
+
 CASES = {
     "unknown driver source": (
         "converge",
@@ -114,6 +120,7 @@ def test_bad_input_fails_early_and_names_the_value(case, docker_playbook):
         assert stats["changed"] == 0, f"{host} changed something before failing on {case}"
 
 
+@check_mode_run
 def test_check_mode_on_the_provisioned_hosts_changes_nothing():
     run = run_playbook(CONVERGE, {}, "--check", "--diff")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
@@ -121,6 +128,7 @@ def test_check_mode_on_the_provisioned_hosts_changes_nothing():
         assert stats["changed"] == 0, host
 
 
+@check_mode_run
 def test_check_mode_renders_the_nvidia_repositories():
     """NVIDIA's and Docker's repositories are unreachable here: check mode renders their sources.
 
@@ -141,6 +149,8 @@ def test_check_mode_renders_the_nvidia_repositories():
             "cuda_toolkit_cuda_repo_key_url": key,
             "docker_nvidia_toolkit_source": "nvidia_repo",
             "docker_nvidia_toolkit_repo_key_url": key,
+            "docker_source": "docker_repo",
+            "docker_repo_key_url": key,
         },
         "--check",
         "--diff",
@@ -151,5 +161,6 @@ def test_check_mode_renders_the_nvidia_repositories():
     text = run.stdout
     assert "URIs: https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/" in text
     assert "URIs: https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH)" in text
+    assert "URIs: https://download.docker.com/linux/debian" in text
     assert "Signed-By: /etc/apt/keyrings/cuda-archive-keyring.asc" in text
     assert "Pin: origin developer.download.nvidia.com" in text
