@@ -17,7 +17,7 @@ def test_a_missing_default_config_means_defaults(monkeypatch, tmp_path):
 
 
 def test_a_missing_explicit_config_is_an_error(tmp_path):
-    with pytest.raises(ConfigError, match="absent.yaml: file not found"):
+    with pytest.raises(ConfigError, match=r"absent\.yaml: file not found"):
         load_config(tmp_path / "absent.yaml")
 
 
