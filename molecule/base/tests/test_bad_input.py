@@ -1,12 +1,9 @@
 """Bad input fails before anything changes, with a message that names the bad value.
 
 Each case re-runs converge.yml against the already converged hosts with one bad variable as an extra
-var, through the JSON callback so the failure message is read exactly, not grepped from wrapped text.
+var (molecule/conftest.py runs it through the JSON callback, so the message is read exactly).
 """
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -45,43 +42,12 @@ CASES = {
 }
 
 
-def failure_messages(node) -> list[str]:
-    """Every `msg` of a failed result in the JSON callback's output, loop items included."""
-    found = []
-    if isinstance(node, dict):
-        if node.get("failed") and isinstance(node.get("msg"), str):
-            found.append(node["msg"])
-        for value in node.values():
-            found.extend(failure_messages(value))
-    elif isinstance(node, list):
-        for value in node:
-            found.extend(failure_messages(value))
-    return found
-
-
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_bad_input_fails_early_and_names_the_value(case):
+def test_bad_input_fails_early_and_names_the_value(run_playbook, case):
     extra_vars, expected = CASES[case]
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"}
-    run = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            str(CONVERGE),
-            "--extra-vars",
-            json.dumps(extra_vars),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
-    report = json.loads(run.stdout)
-    messages = failure_messages(report["plays"])
-    assert any(expected in " ".join(msg.split()) for msg in messages), messages
-    for host, stats in report["stats"].items():
+    run = run_playbook(CONVERGE, extra_vars=extra_vars, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert any(expected in msg for msg in run.messages), run.messages
+    for host, stats in run.stats.items():
         assert stats["failures"] == 1, host
         assert stats["changed"] == 0, f"{host} changed something before failing on {case}"
