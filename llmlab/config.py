@@ -199,7 +199,7 @@ class VerifySettings(StrictModel):
 class HostConfig(StrictModel):
     """What this host is and where llmlab keeps things. Sections for sub-commands are added beside these."""
 
-    model_store: Path = Field(Path("/srv/models"), description="Shared model store (HF cache layout).")
+    model_store: Path = Field(Path("/models"), description="Shared model store (HF cache layout).")
     lab_group: str = Field("llmlab", description="Group that owns the model store and shared directories.")
     reports_dir: Path = Field(Path("/var/lib/llmlab/reports"), description="Where verify keeps JSON reports.")
     textfile_dir: Path = Field(

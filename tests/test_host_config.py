@@ -12,7 +12,7 @@ def test_a_missing_default_config_means_defaults(monkeypatch, tmp_path):
     monkeypatch.delenv("LLMLAB_MODEL_STORE", raising=False)
     monkeypatch.setattr("llmlab.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.yaml")
     config = load_config()
-    assert config.model_store == Path("/srv/models")
+    assert config.model_store == Path("/models")
     assert config.lab_group == "llmlab"
 
 

@@ -16,7 +16,7 @@ from llmlab.verify.sources import PathInfo
 
 def store_fs(mode: int, gid: int = 1500) -> FakeFs:
     info = PathInfo(is_dir=True, uid=0, gid=gid, mode=stat.S_IFDIR | mode)
-    return FakeFs(paths={"/srv/models": info}, groups={"llmlab": 1500})
+    return FakeFs(paths={"/models": info}, groups={"llmlab": 1500})
 
 
 def test_store_must_belong_to_the_lab_group_be_group_writable_and_setgid():

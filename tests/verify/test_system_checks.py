@@ -30,10 +30,10 @@ def test_disk_thresholds_are_configurable():
 
 
 def test_model_store_disk_and_inodes_are_checked_on_the_store_path():
-    fs = FakeFs(usages={"/srv/models": usage(10, inodes_percent=85)}, paths={"/srv/models": STORE_DIR})
+    fs = FakeFs(usages={"/models": usage(10, inodes_percent=85)}, paths={"/models": STORE_DIR})
     assert run_check("system.disk_model_store", make_ctx(fs=fs)).status == Status.OK
     inodes = run_check("system.inodes_model_store", make_ctx(fs=fs))
-    assert inodes.status == Status.FAIL and "inodes on /srv/models at 85.0%" in inodes.message
+    assert inodes.status == Status.FAIL and "inodes on /models at 85.0%" in inodes.message
 
 
 def test_a_missing_model_store_is_left_to_the_models_check():
