@@ -34,6 +34,7 @@ def failure_messages(node) -> list[str]:
 class PlaybookRun:
     returncode: int
     report: dict
+    stdout: str
     stderr: str
 
     @property
@@ -65,7 +66,7 @@ def run_playbook(
         report = json.loads(run.stdout)
     except json.JSONDecodeError:
         pytest.fail(f"no JSON from ansible-playbook (exit {run.returncode}): {run.stderr[-2000:]}")
-    return PlaybookRun(run.returncode, report, run.stderr)
+    return PlaybookRun(run.returncode, report, run.stdout, run.stderr)
 
 
 @pytest.fixture(name="run_playbook")

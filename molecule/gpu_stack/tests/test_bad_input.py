@@ -5,22 +5,12 @@ through the JSON callback so the failure message is read exactly. Docker cases r
 alone (the driver and toolkit roles in front of it would only make the run slower).
 """
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 SCENARIO = Path(__file__).parents[1]
-ROLES = SCENARIO.parents[1] / "roles"
 CONVERGE = SCENARIO / "converge.yml"
-
-# The check-mode runs go through the whole stack (about 3 minutes each on the 2-core test machines):
-# too slow for make test. Run them with LLMLAB_GPU_STACK_CHECK_MODE=1 (see roles/nvidia_driver/README.md).
-check_mode_run = pytest.mark.skipif(
-    os.environ.get("LLMLAB_GPU_STACK_CHECK_MODE") != "1", reason="set LLMLAB_GPU_STACK_CHECK_MODE=1 to run"
-)
 
 CASES = {
     "unknown driver source": (
@@ -66,40 +56,6 @@ CASES = {
 }
 
 
-def failure_messages(node) -> list[str]:
-    """Every `msg` of a failed result in the JSON callback's output, loop items included."""
-    found = []
-    if isinstance(node, dict):
-        if node.get("failed") and isinstance(node.get("msg"), str):
-            found.append(node["msg"])
-        for value in node.values():
-            found.extend(failure_messages(value))
-    elif isinstance(node, list):
-        for value in node:
-            found.extend(failure_messages(value))
-    return found
-
-
-def run_playbook(playbook: Path, extra_vars: dict, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_ROLES_PATH": str(ROLES)}
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            str(playbook),
-            "--extra-vars",
-            json.dumps(extra_vars),
-            *args,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def docker_playbook(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("plays") / "docker.yml"
@@ -108,37 +64,40 @@ def docker_playbook(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_bad_input_fails_early_and_names_the_value(case, docker_playbook):
+def test_bad_input_fails_early_and_names_the_value(run_playbook, case, docker_playbook):
     which, extra_vars, expected = CASES[case]
-    run = run_playbook(CONVERGE if which == "converge" else docker_playbook, extra_vars)
+    run = run_playbook(CONVERGE if which == "converge" else docker_playbook, extra_vars=extra_vars)
     assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
-    report = json.loads(run.stdout)
-    messages = failure_messages(report["plays"])
-    assert any(expected in " ".join(msg.split()) for msg in messages), messages
-    for host, stats in report["stats"].items():
+    assert any(expected in msg for msg in run.messages), run.messages
+    for host, stats in run.stats.items():
         assert stats["failures"] == 1, host
         assert stats["changed"] == 0, f"{host} changed something before failing on {case}"
 
 
-@check_mode_run
-def test_check_mode_on_the_provisioned_hosts_changes_nothing():
-    run = run_playbook(CONVERGE, {}, "--check", "--diff")
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    for host, stats in json.loads(run.stdout)["stats"].items():
+def test_check_mode_on_the_provisioned_hosts_changes_nothing(run_playbook):
+    run = run_playbook(CONVERGE, "--check", "--diff")
+    assert run.returncode == 0, run.messages or run.stderr[-2000:]
+    for host, stats in run.stats.items():
+        assert stats["failures"] == 0, host
         assert stats["changed"] == 0, host
 
 
-@check_mode_run
-def test_check_mode_renders_the_nvidia_repositories():
+def test_check_mode_renders_the_nvidia_repositories(run_playbook):
     """NVIDIA's and Docker's repositories are unreachable here: check mode renders their sources.
 
-    The keys come from a local file (a mirror's key would); the package tasks that need the new
-    repositories' lists are skipped in check mode, as the roles document.
+    The keys come from a local file (a mirror's key would). `--tags repositories` runs the source tasks
+    (and the input checks, tagged `always`), which is what an operator runs to re-point a mirror.
     """
     key = "file:///usr/share/keyrings/debian-archive-keyring.gpg"
     run = run_playbook(
         CONVERGE,
-        {
+        "--check",
+        "--diff",
+        "--tags",
+        "repositories",
+        "--limit",
+        "gpu_stack-debian12",
+        extra_vars={
             "nvidia_driver_source": "cuda_repo",
             "nvidia_driver_branch": "570",
             "nvidia_driver_version": "",
@@ -152,10 +111,6 @@ def test_check_mode_renders_the_nvidia_repositories():
             "docker_source": "docker_repo",
             "docker_repo_key_url": key,
         },
-        "--check",
-        "--diff",
-        "--limit",
-        "gpu_stack-debian12",
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     text = run.stdout
