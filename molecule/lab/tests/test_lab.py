@@ -234,3 +234,14 @@ def test_the_configured_rules_admit_only_their_networks(host, port, source):
         rules = host.check_output("iptables -S ufw-user-input")
     assert f"-A ufw-user-input -s {source} -p tcp -m tcp --dport {port} -j ACCEPT" in rules
     assert f"--dport {port} -j ACCEPT" not in rules.replace(f"-s {source} -p tcp -m tcp --dport {port}", "")
+
+
+def test_published_docker_ports_obey_the_allowed_networks(host):
+    """The docker role's DOCKER-USER rules, loaded by ufw: new connections to published ports only from
+    firewall_allowed_cidrs, and they survive a ufw reload."""
+    with host.sudo():
+        assert host.run("ufw reload").rc == 0
+        chain = host.check_output("iptables -S DOCKER-USER")
+    assert "-A DOCKER-USER -s 10.20.0.0/16 -m conntrack --ctstate DNAT -j RETURN" in chain
+    assert "-A DOCKER-USER -m conntrack --ctstate DNAT -j DROP" in chain
+    assert chain.index("10.20.0.0/16") < chain.index("--ctstate DNAT -j DROP")
