@@ -69,6 +69,6 @@ def run_playbook(
     return PlaybookRun(run.returncode, report, run.stdout, run.stderr)
 
 
-@pytest.fixture(name="run_playbook")
+@pytest.fixture(name="run_playbook", scope="session")
 def run_playbook_fixture():
     return run_playbook
