@@ -1,5 +1,5 @@
 # The README's commands. Each target calls a script under scripts/; the logic lives there.
-.PHONY: setup test lint
+.PHONY: setup test lint demo demo-clean
 
 setup:
 	@bash scripts/setup.sh
@@ -9,3 +9,10 @@ test: setup
 
 lint: setup
 	@bash scripts/lint.sh
+
+# The local lab: a systemd container provisioned, verified, given a model and a short fine-tune (docs/demo.md).
+demo: setup
+	@bash scripts/demo.sh
+
+demo-clean:
+	@bash scripts/demo.sh clean

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# make demo: the local lab end to end, against a systemd Debian 12 container (inventory/local).
+#   1. start the container llmlab-demo (re-used if it exists)
+#   2. playbooks/onboard.yml: site.yml, verify at level 2, the fleet report
+#   3. build a tiny model on this machine and distribute it into the container's store (playbooks/models.yml)
+#   4. playbooks/train.yml: a short LoRA fine-tune of it in the container; metrics.json fetched back
+#   5. print the verification summary, the training metrics and the time of each stage
+# make demo-clean (scripts/demo.sh clean) removes the container and the demo's files under .cache/demo.
+# Environment: LLMLAB_DEMO_CONTAINER (default llmlab-demo), LLMLAB_DEMO_IMAGE (default llmlab-test/debian:12).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-1}"
+
+container="${LLMLAB_DEMO_CONTAINER:-llmlab-demo}"
+image="${LLMLAB_DEMO_IMAGE:-llmlab-test/debian:12}"
+work="$PWD/.cache/demo"
+logs="$work/logs"
+stages=()
+
+stage() {  # stage NAME COMMAND...: run, log to $logs/NAME.log, remember the time
+  local name="$1" start end
+  shift
+  printf '\n=== %s\n' "$name"
+  start=$(date +%s)
+  if ! "$@" 2>&1 | tee "$logs/$name.log"; then
+    printf 'demo: stage %s failed; its log: %s\n' "$name" "$logs/$name.log" >&2
+    exit 1
+  fi
+  end=$(date +%s)
+  stages+=("$name $((end - start))")
+}
+
+start_container() {
+  local state
+  state=$(docker container inspect -f '{{.State.Status}}' "$container" 2>/dev/null || true)
+  if [ "$state" = running ]; then
+    echo "re-using the running container $container"
+  elif [ -n "$state" ]; then
+    echo "starting the existing container $container ($state)"
+    docker start "$container" >/dev/null
+  else
+    docker image inspect "$image" >/dev/null 2>&1 || {
+      echo "demo: image $image is missing; make setup builds it (tests/images/build.sh)" >&2
+      return 1
+    }
+    mkdir -p /var/cache/llmlab-test/apt/debian12
+    # systemd as PID 1 without --privileged (docs/testing.md); NET_ADMIN for ufw in the container's own
+    # network namespace; the wheelhouse with torch's CPU build and the host's CA bundle, as molecule/lab.
+    docker run -d --name "$container" --hostname "$container" \
+      --label llmlab.demo=1 \
+      --cap-add SYS_ADMIN --cap-add NET_ADMIN \
+      --security-opt seccomp=unconfined --cgroupns host \
+      -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
+      -v /var/cache/llmlab-test/apt/debian12:/var/cache/apt/archives \
+      -v /opt/wheels:/opt/wheels:ro \
+      -v /etc/ssl/certs/ca-certificates.crt:/etc/llmlab-demo/ca-bundle.crt:ro \
+      --tmpfs /run --tmpfs /run/lock \
+      --stop-signal SIGRTMIN+3 \
+      "$image" /sbin/init >/dev/null
+    echo "started $container from $image"
+  fi
+  # Wait for systemd to finish booting ("degraded" is fine: some units do not start in a container).
+  local status
+  for _ in $(seq 60); do
+    status=$(docker exec "$container" systemctl is-system-running 2>/dev/null || true)
+    case "$status" in running | degraded) echo "systemd: $status"; return 0 ;; esac
+    sleep 1
+  done
+  echo "demo: systemd in $container did not come up (state: ${status:-unknown})" >&2
+  return 1
+}
+
+build_model() {
+  # Deterministic: the same files every time, so the store's content-derived commit does not change.
+  if [ -f "$work/tiny-llama/config.json" ]; then
+    echo "tiny model already built: $work/tiny-llama"
+  else
+    python -c 'import sys; from pathlib import Path; from llmlab.train.tiny import build_tiny_model
+build_tiny_model(Path(sys.argv[1]))' "$work/tiny-llama"
+    echo "built $work/tiny-llama"
+  fi
+}
+
+summary() {
+  python scripts/demo_summary.py --reports "$PWD/reports" --metrics "$work/metrics" --host "$container"
+  printf '\nstage times (s):\n'
+  local total=0 s
+  for s in "${stages[@]}"; do
+    printf '  %-10s %5s\n' ${s}
+    total=$((total + ${s##* }))
+  done
+  printf '  %-10s %5s\n' total "$total"
+}
+
+if [ "${1:-}" = clean ]; then
+  if docker container inspect "$container" >/dev/null 2>&1; then
+    docker rm -f "$container" >/dev/null
+    echo "removed the container $container"
+  else
+    echo "no container $container"
+  fi
+  rm -rf "$work"
+  exit 0
+fi
+
+mkdir -p "$logs" "$work/metrics"
+stage container start_container
+stage onboard ansible-playbook playbooks/onboard.yml
+stage model build_model
+stage models ansible-playbook playbooks/models.yml -e "@scripts/demo/models-vars.yml"
+stage train ansible-playbook playbooks/train.yml -e "@scripts/demo/train-vars.yml"
+summary
