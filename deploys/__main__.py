@@ -1,0 +1,5 @@
+import sys
+
+from deploys.cli import main
+
+sys.exit(main())
