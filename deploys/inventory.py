@@ -19,6 +19,9 @@ DOCKER_CONNECTIONS = frozenset({"community.docker.docker", "docker"})
 LOCAL_CONNECTIONS = frozenset({"local", "ansible.builtin.local"})
 
 
+_plugins_loaded = False
+
+
 class DeployError(Exception):
     """Bad input or a failed precondition; the message names the bad value."""
 
@@ -68,7 +71,10 @@ def load_targets(inventory: Path, pattern: str = "all") -> list[Target]:
     from ansible.template import Templar
     from ansible.vars.manager import VariableManager
 
-    init_plugin_loader()
+    global _plugins_loaded
+    if not _plugins_loaded:  # once per process (Ansible warns when the collection finder is set up twice)
+        init_plugin_loader()
+        _plugins_loaded = True
     C.INVENTORY_ANY_UNPARSED_IS_FAILED = True  # an unreadable file is an error, not an empty inventory
     loader = DataLoader()
     try:
