@@ -22,8 +22,13 @@ stage() {  # stage NAME COMMAND...
   if ((rc == 0)); then results+=(ok); else results+=("FAILED (exit $rc)"); failed=1; fi
 }
 
+# LLMLAB_SCENARIOS="base lab" runs only those scenarios (while working on a role); default: all of them.
 scenarios=()
-for file in molecule/*/molecule.yml; do scenarios+=("$(basename "$(dirname "$file")")"); done
+if [[ -n "${LLMLAB_SCENARIOS:-}" ]]; then
+  read -r -a scenarios <<<"$LLMLAB_SCENARIOS"
+else
+  for file in molecule/*/molecule.yml; do scenarios+=("$(basename "$(dirname "$file")")"); done
+fi
 
 total_start=$(date +%s)
 stage lint bash scripts/lint.sh
