@@ -1,7 +1,7 @@
 """Print the demo's verification summary and training metrics (scripts/demo.sh, last stage).
 
-Reads the newest verify report of the host under REPORTS/<timestamp>/<host>.json (playbooks/verify.yml) and every
-<run>/metrics.json under METRICS (playbooks/train.yml).
+Reads the newest verify report of the host under REPORTS/<timestamp>/<host>.json (playbooks/verify.yml)
+and every <run>/metrics.json under METRICS (playbooks/train.yml).
 """
 
 from __future__ import annotations
