@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, choices=(1, 2, 3), default=1, help="verification level (default 1)")
     p.add_argument("--only", type=_names, default=[], metavar="LIST", help="categories or check ids")
     p.add_argument("--skip", type=_names, default=[], metavar="LIST", help="categories or check ids")
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        metavar="DIR",
+        help="also save each host's JSON report as DIR/<host>.json (as playbooks/verify.yml does)",
+    )
     p = actions.add_parser(
         "models-sync", parents=[common], help="upload MANIFEST.yaml and run `llmlab models sync` on it"
     )
@@ -78,11 +84,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeployError as exc:
         print(f"deploys {args.action}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "report_dir", None):
+        _save_reports(args.report_dir, results)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2, default=str))
     else:
         _table(args.action, results)
     return EXIT_OK if all(r.ok for r in results) else EXIT_HOST_FAILED
+
+
+def _save_reports(directory: Path, results: list[HostResult]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        if r.report is not None:
+            (directory / f"{r.host}.json").write_text(json.dumps(r.report, indent=2) + "\n", encoding="utf-8")
 
 
 def _table(action: str, results: list[HostResult]) -> None:

@@ -155,6 +155,8 @@ def connect(targets: list[Target]) -> Iterator[Session]:
 
 
 def _run(session: Session) -> None:
+    if not session.hosts:
+        return
     with contextlib.suppress(PyinfraError):  # raised when every host failed; each result says why
         run_ops(session.state)
 
@@ -221,7 +223,12 @@ def _deploy_wheel(targets: list[Target], wheel: Wheel) -> list[HostResult]:
         for name, h in session.hosts.items():
             target = session.targets[name]
             python = f"{target.prefix}/bin/python"
-            if h.get_fact(LlmlabInstalled, python=python) == NO_ENV:
+            try:
+                installed = h.get_fact(LlmlabInstalled, python=python)
+            except PyinfraError as exc:
+                results.append(HostResult(name, ok=False, status="failed", detail=f"cannot inspect: {exc}"))
+                continue
+            if installed == NO_ENV:
                 results.append(
                     HostResult(
                         name,
@@ -312,7 +319,10 @@ def verify(
 def _verify_result(name: str, session: Session, meta: OperationMeta) -> HostResult:
     if session.failed(name) or not meta.is_complete():
         return HostResult(name, ok=False, status="ERROR", detail=_error_text(meta))
-    rc, stdout = _split_rc(meta)
+    try:
+        rc, stdout = _split_rc(meta)
+    except DeployError as exc:
+        return HostResult(name, ok=False, status="ERROR", detail=str(exc))
     if rc == EXIT_NOT_INSTALLED:
         return HostResult(name, ok=False, status="ERROR", detail=_not_installed(session.targets[name]))
     try:
@@ -380,7 +390,10 @@ def models_sync(targets: list[Target], manifest: Path) -> list[HostResult]:
 def _sync_result(name: str, session: Session, put: OperationMeta, run: OperationMeta) -> HostResult:
     if session.failed(name) or not run.is_complete():
         return HostResult(name, ok=False, status="failed", detail=_error_text(put, run))
-    rc, stdout = _split_rc(run)
+    try:
+        rc, stdout = _split_rc(run)
+    except DeployError as exc:
+        return HostResult(name, ok=False, status="failed", detail=str(exc))
     if rc == EXIT_NOT_INSTALLED:
         return HostResult(name, ok=False, status="failed", detail=_not_installed(session.targets[name]))
     try:

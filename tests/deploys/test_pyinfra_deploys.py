@@ -61,7 +61,7 @@ def test_deploy_reinstalls_new_code_under_the_same_version(lab: Lab, tmp_path: P
     assert lab.exec(f"{PREFIX}/bin/llmlab --version").stdout.strip() == "llmlab 0.1.0"
 
 
-def test_verify_reports_the_hosts_status_and_the_exit_code_follows_it(lab: Lab) -> None:
+def test_verify_reports_the_hosts_status_and_the_exit_code_follows_it(lab: Lab, tmp_path: Path) -> None:
     # What llmlab itself says on the host: without torch in the lab environment, verify FAILs.
     direct = lab.exec(f"{PREFIX}/bin/llmlab verify --json", check=False)
     assert direct.returncode == 2, direct.stderr
@@ -73,9 +73,14 @@ def test_verify_reports_the_hosts_status_and_the_exit_code_follows_it(lab: Lab) 
     report_fails = [c["id"] for c in failed["report"]["checks"] if c["status"] == "FAIL"]
     assert report_fails and set(report_fails) <= set(failed["failing"])
 
-    table = run_deploys("verify", "-i", str(lab.inventory), "--limit", "cpu_lab")
+    reports = tmp_path / "reports"
+    table = run_deploys(
+        "verify", "-i", str(lab.inventory), "--limit", "cpu_lab", "--report-dir", str(reports)
+    )
     assert table.returncode == 1, table.stderr
     assert "lab1" in table.stdout and "FAIL" in table.stdout and "software.torch" in table.stdout
+    saved = json.loads((reports / "lab1.json").read_text(encoding="utf-8"))
+    assert saved["schema"] == "llmlab.verify.report" and saved["summary"]["status"] == "FAIL"
 
     only = ("--only", "system.os,system.cpu_count")
     passed = one_host(run_deploys("verify", "-i", str(lab.inventory), "--limit", "lab1", *only, "--json"), 0)
@@ -126,6 +131,18 @@ def test_bad_input_is_named_and_a_missing_container_is_never_created(lab: Lab, t
     bad_manifest.write_text("models:\n  - name: lab/x\n    pth: /srv/x\n", encoding="utf-8")
     refused = run_deploys("models-sync", "-i", inventory, "--limit", "lab1", str(bad_manifest))
     assert refused.returncode == 2 and "models.0.pth: unknown key" in refused.stderr
+
+    # deploys never provisions: a host without the lab environment fails, pointing at the playbooks.
+    bare = tmp_path / "bare.yml"
+    bare.write_text(
+        "all:\n  hosts:\n    bare:\n      ansible_connection: community.docker.docker\n"
+        f"      ansible_host: {lab.container}\n      llmlab_prefix: /opt/nowhere\n",
+        encoding="utf-8",
+    )
+    failed = results(run_deploys("deploy", "-i", str(bare), "--source", str(lab.source), "--json"), 1)[0]
+    assert failed["status"] == "failed" and "no lab environment at /opt/nowhere" in failed["detail"]
+    assert "playbooks/site.yml" in failed["detail"]
+    assert lab.exec("test -e /opt/nowhere", check=False).returncode != 0
 
     # pyinfra's docker connector would start a new container from an *image* of a name it cannot find.
     ghost = f"llmlab-pyinfra-test-ghost-{uuid.uuid4().hex[:8]}"
