@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def newest_report(reports: Path, host: str) -> Path | None:
-    found = sorted(reports.glob(f"*/{host}.json"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+    """The host's report in the newest run directory verify.yml made (named like 20261123T221500Z)."""
+    runs = sorted(p for p in reports.glob(f"*/{host}.json") if re.fullmatch(r"\d{8}T\d{6}Z", p.parent.name))
+    return runs[-1] if runs else None
 
 
 def print_report(path: Path) -> None:
