@@ -1,4 +1,5 @@
-"""deploys.inventory: the playbooks' inventory, read by Ansible, mapped to pyinfra targets (no Docker)."""
+"""deploys' input: the playbooks' inventory read by Ansible and mapped to pyinfra targets, the model
+manifest checked by llmlab's schema. No Docker needed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from deploys_helpers import REPO
 
 from deploys.inventory import DeployError, load_targets
+from deploys.ops import check_manifest
 
 EXAMPLE = REPO / "inventory" / "example" / "hosts.yml"
 
@@ -119,3 +121,15 @@ def test_bad_input_names_the_problem(inventory: Path, tmp_path: Path) -> None:
     broken.write_text("- just\n- a list\n", encoding="utf-8")
     with pytest.raises(DeployError, match=r"inventory .*broken\.yml: cannot be parsed"):
         load_targets(broken)
+
+
+def test_a_manifest_llmlab_refuses_is_named_before_any_host_is_touched(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  - name: lab/x\n    pth: /srv/x\n", encoding="utf-8")
+    with pytest.raises(DeployError, match=r"bad\.yaml: models\.0\.pth: unknown key"):
+        check_manifest(bad)
+    with pytest.raises(DeployError, match=r"manifest .*absent\.yaml: no such file"):
+        check_manifest(tmp_path / "absent.yaml")
+    good = tmp_path / "good.yaml"
+    good.write_text("models:\n  - name: lab/x\n    path: /srv/x\n    pin: true\n", encoding="utf-8")
+    check_manifest(good)
