@@ -1,0 +1,245 @@
+"""MLflow, node_exporter and git for lab users on the converged hosts (testinfra, `molecule verify`).
+
+Two hosts (molecule.yml): `lab` runs the lab environment, llmlab and MLflow with SQLite on 127.0.0.1;
+`server` runs MLflow with PostgreSQL and basic auth on 0.0.0.0. Runs are logged from the lab environment
+with the mlflow client and read back through MLflow's REST API (and, for `server`, from PostgreSQL).
+"""
+
+import json
+import os
+import shlex
+import uuid
+from pathlib import Path
+
+import pytest
+import testinfra
+import yaml
+
+SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "tracking")
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+LAB_PY = "/opt/llmlab/env/bin/python"
+ADMIN = ("admin", "admin-test-password-0123")  # molecule.yml's test-only secret
+PG_PASSWORD = "pg-test-password-0123"
+
+
+def get(name):
+    return testinfra.get_host(f"ansible://{SCENARIO}-{name}?ansible_inventory={INVENTORY}")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    return get("debian12")
+
+
+@pytest.fixture(scope="module")
+def server():
+    return get("pg-debian12")
+
+
+@pytest.fixture(scope="module")
+def server_url(server):
+    return f"http://{server.check_output('hostname -i').split()[0]}:5000"
+
+
+# The HTTP helper runs on the hosts themselves (no curl there): prints "<status> <body>".
+HTTP = """
+import base64, sys, urllib.request, urllib.error
+url, user, password = sys.argv[1], sys.argv[2], sys.argv[3]
+req = urllib.request.Request(url)
+if user:
+    req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+try:
+    with urllib.request.urlopen(req, timeout=30) as r:
+        print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+"""
+
+
+def http(host, url, auth=("", "")):
+    out = host.check_output(f"python3 -c {shlex.quote(HTTP)} {shlex.quote(url)} {auth[0]} {auth[1]}")
+    status, _, body = out.partition(" ")
+    return int(status), body
+
+
+# Logs one run with the mlflow client from the lab environment, as lab user alice; prints its run id.
+LOG_RUN = """
+import mlflow
+mlflow.set_experiment("tracking-scenario")
+with mlflow.start_run() as run:
+    mlflow.log_param("marker", "{marker}")
+    mlflow.log_metric("loss", 0.25)
+    mlflow.log_text("hello from alice", "notes.txt")
+print(run.info.run_id)
+"""
+
+
+def log_run(lab, marker, env=""):
+    code = LOG_RUN.format(marker=marker)
+    # A login shell: /etc/profile.d gives MLFLOW_TRACKING_URI unless env overrides it.
+    cmd = f"{env} {LAB_PY} -c {shlex.quote(code)}"
+    run = lab.run(f"su - alice -c {shlex.quote(cmd)}")
+    assert run.rc == 0, run.stderr[-3000:]
+    return run.stdout.strip().splitlines()[-1]
+
+
+def test_mlflow_runs_as_its_unprivileged_user_and_answers_health(lab, server):
+    for host in (lab, server):
+        assert host.service("mlflow").is_running
+        assert host.service("mlflow").is_enabled
+        owner = host.check_output("ps -o user= -p $(systemctl show -p MainPID --value mlflow)")
+        assert owner == "mlflow"
+        assert http(host, "http://127.0.0.1:5000/health") == (200, "OK")
+
+
+def test_the_sqlite_server_listens_on_loopback_only(lab):
+    assert lab.socket("tcp://127.0.0.1:5000").is_listening
+    address = lab.check_output("hostname -i").split()[0]
+    probe = f"import socket; socket.create_connection(('{address}', 5000), 3)"
+    assert lab.run(f"python3 -c {shlex.quote(probe)}").rc != 0
+
+
+def test_login_shells_and_llmlab_get_the_tracking_uri(lab):
+    assert lab.check_output("su - alice -c 'echo $MLFLOW_TRACKING_URI'") == "http://127.0.0.1:5000"
+    config = yaml.safe_load(lab.file("/etc/llmlab/config.yaml").content_string)
+    assert config["tracking_uri"] == "http://127.0.0.1:5000"
+
+
+def test_a_run_logged_from_the_lab_environment_is_listed_by_the_api(lab):
+    marker = uuid.uuid4().hex
+    run_id = log_run(lab, marker)
+    status, body = http(lab, f"http://127.0.0.1:5000/api/2.0/mlflow/runs/get?run_id={run_id}")
+    assert status == 200, body
+    run = json.loads(body)["run"]
+    assert {"key": "marker", "value": marker} in run["data"]["params"]
+    assert [m["value"] for m in run["data"]["metrics"] if m["key"] == "loss"] == [0.25]
+    # The artifact went through the server into the group-shared artifacts directory.
+    found = lab.check_output(f"find /mlflow-artifacts -path '*{run_id}*' -name notes.txt -printf '%g %m\\n'")
+    assert found.split() == ["llmlab", "660"], found
+
+
+def test_the_artifacts_directory_is_group_shared(lab):
+    directory = lab.file("/mlflow-artifacts")
+    assert directory.is_directory
+    assert (directory.user, directory.group, directory.mode) == ("mlflow", "llmlab", 0o2770)
+
+
+def test_unauthenticated_requests_are_refused_when_auth_is_on(lab, server_url):
+    url = f"{server_url}/api/2.0/mlflow/experiments/search?max_results=5"
+    assert http(lab, url)[0] == 401
+    assert http(lab, url, ("admin", "not-the-password"))[0] == 401
+    status, body = http(lab, url, ADMIN)
+    assert status == 200, body
+    assert "experiments" in json.loads(body)
+
+
+def test_a_run_logged_with_credentials_lands_in_postgresql(lab, server, server_url):
+    marker = uuid.uuid4().hex
+    env = (
+        f"MLFLOW_TRACKING_URI={server_url}"
+        f" MLFLOW_TRACKING_USERNAME={ADMIN[0]} MLFLOW_TRACKING_PASSWORD={ADMIN[1]}"
+    )
+    run_id = log_run(lab, marker, env)
+    assert len(run_id) == 32
+    with server.sudo("postgres"):
+        row = server.check_output(
+            "psql -d mlflow -tA -F ' ' -c "
+            + shlex.quote(
+                f"select p.value, r.status from runs r join params p on p.run_uuid = r.run_uuid "
+                f"where r.run_uuid = '{run_id}' and p.key = 'marker'"
+            )
+        )
+    assert row.split() == [marker, "FINISHED"]
+    status, body = http(lab, f"{server_url}/api/2.0/mlflow/runs/get?run_id={run_id}", ADMIN)
+    assert status == 200 and marker in body
+
+
+def test_database_and_admin_passwords_stay_out_of_the_unit_and_process_list(server):
+    env = server.file("/etc/mlflow/mlflow.env")
+    assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
+    with server.sudo():
+        assert PG_PASSWORD in server.file("/etc/mlflow/mlflow.env").content_string
+    assert PG_PASSWORD not in server.file("/etc/systemd/system/mlflow.service").content_string
+    processes = server.check_output("ps -eo args")
+    assert "--app-name basic-auth" in processes
+    assert PG_PASSWORD not in processes and ADMIN[1] not in processes
+
+
+def test_node_exporter_serves_the_verify_metrics_after_the_timer_service_ran(lab):
+    assert lab.service("llmlab-verify.timer").is_enabled
+    with lab.sudo():
+        lab.run("rm -f /var/lib/prometheus/node-exporter/llmlab_verify.prom")
+        lab.run("systemctl start llmlab-verify.service")  # exit 2 (FAIL) still writes the metrics
+    status, metrics = http(lab, "http://127.0.0.1:9100/metrics")
+    assert status == 200
+    lines = metrics.splitlines()
+    assert any(line.startswith("llmlab_verify_exit_code ") for line in lines), metrics[-2000:]
+    assert any(line.startswith("llmlab_verify_check_status{") for line in lines)
+
+
+def test_node_exporter_listens_where_configured(lab, server):
+    assert lab.socket("tcp://0.0.0.0:9100").is_listening or lab.socket("tcp://:::9100").is_listening
+    assert server.socket("tcp://127.0.0.1:9100").is_listening
+    assert not server.socket("tcp://0.0.0.0:9100").is_listening
+
+
+def test_the_example_alert_rules_use_metrics_the_hosts_serve(lab):
+    directory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "prometheus"
+    scrape = yaml.safe_load((directory / "prometheus-scrape.yml").read_text())
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in scrape["scrape_configs"]}
+    assert jobs == {"llmlab-node": [f"{SCENARIO}-debian12:9100", f"{SCENARIO}-pg-debian12:9100"]}
+    rules = yaml.safe_load((directory / "llmlab-alerts.yml").read_text())["groups"][0]["rules"]
+    exprs = {rule["alert"]: rule["expr"] for rule in rules}
+    assert {"LlmlabVerifyFailed", "GpuXidError", "DiskAlmostFull"} <= set(exprs)
+    assert "DCGM_FI_DEV_XID_ERRORS" in exprs["GpuXidError"]
+    metrics = http(lab, "http://127.0.0.1:9100/metrics")[1]
+    for alert in ("LlmlabVerifyFailed", "DiskAlmostFull"):
+        metric = exprs[alert].split("{")[0].split()[0]
+        assert f"\n{metric}" in metrics, (alert, metric)
+
+
+def test_git_and_lfs_are_configured_system_wide(lab, server):
+    for host in (lab, server):
+        assert host.run("git lfs version").rc == 0
+        assert host.check_output("git config --system --get filter.lfs.process") == "git-lfs filter-process"
+        assert host.check_output("git config --system --get filter.lfs.required") == "true"
+
+
+def test_lab_users_get_their_git_identity(lab):
+    assert lab.check_output("su - alice -c 'git config --global user.name'") == "Alice Lab"
+    assert lab.check_output("su - alice -c 'git config --global user.email'") == "alice@lab.example"
+    assert lab.file("/home/alice/.gitconfig").user == "alice"
+    # bob has no identity in the inventory: nothing is written for him.
+    assert not lab.file("/home/bob/.gitconfig").exists
+
+
+NOTEBOOK = {
+    "cells": [
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": "c0",
+            "metadata": {},
+            "outputs": [],
+            "source": ["print('SOURCE')\n"],
+        }
+    ],
+    "metadata": {},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
+
+
+def test_git_diff_of_a_notebook_goes_through_nbdime(lab):
+    before = json.dumps(NOTEBOOK).replace("SOURCE", "before")
+    after = json.dumps(NOTEBOOK).replace("SOURCE", "after")
+    script = (
+        "set -e; rm -rf ~/nbrepo; git init -q ~/nbrepo; cd ~/nbrepo;"
+        f" printf '%s' {shlex.quote(before)} > nb.ipynb; git add nb.ipynb; git commit -qm notebook;"
+        f" printf '%s' {shlex.quote(after)} > nb.ipynb; git diff; git log -1 --format='%an <%ae>'"
+    )
+    run = lab.run(f"su - alice -c {shlex.quote(script)}")
+    assert run.rc == 0, run.stderr
+    assert "## modified /cells/0/source" in run.stdout, run.stdout
+    assert '"source"' not in run.stdout  # not git's line diff of the JSON
+    assert run.stdout.strip().splitlines()[-1] == "Alice Lab <alice@lab.example>"
