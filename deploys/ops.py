@@ -143,6 +143,10 @@ def connect(targets: list[Target]) -> Iterator[Session]:
     with contextlib.suppress(PyinfraError):  # raised when every host failed to connect; reported below
         connect_all(state)
     for name, h in list(hosts.items()):
+        if getattr(h.connector, "no_stop", True) is False:
+            # The container stopped after the check above and pyinfra started it: never let pyinfra's
+            # disconnect commit and remove a container this tool does not own.
+            h.connector.no_stop = True  # type: ignore[attr-defined]
         if h not in state.active_hosts:
             unreachable[name] = f"cannot connect to {by_pyinfra_name[h.name].pyinfra_name}"
             del hosts[name]

@@ -105,7 +105,7 @@ def _core_requirements() -> list[str]:
 def prepare(lab: Lab) -> None:
     # systemd must be up before apt runs (apt-key fails while systemd still sets up /tmp).
     lab.exec("timeout 120 systemctl is-system-running --wait || true")
-    apt = "DEBIAN_FRONTEND=noninteractive apt-get"
+    apt = "DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Languages=none"  # no Translation-en lists
     for attempt in range(3):
         done = lab.exec(
             f"{apt} update -qq && {apt} install -y -qq --no-install-recommends python3-venv", False
@@ -122,7 +122,7 @@ def prepare(lab: Lab) -> None:
         f"python3 -m venv {PREFIX} && "
         "printf '[global]\\ncert = /etc/llmlab-test/ca-bundle.crt\\ntimeout = 120\\n' "
         f"> {PREFIX}/pip.conf && "
-        f"{PREFIX}/bin/pip install --quiet --disable-pip-version-check {requirements}"
+        f"{PREFIX}/bin/pip install --quiet --no-compile --disable-pip-version-check {requirements}"
     )
     lab.exec(
         "groupadd -f llmlab && mkdir -p /etc/llmlab && "
