@@ -104,7 +104,13 @@ def _core_requirements() -> list[str]:
 
 def prepare(lab: Lab) -> None:
     # systemd must be up before apt runs (apt-key fails while systemd still sets up /tmp).
-    lab.exec("timeout 120 systemctl is-system-running --wait || true")
+    booted = lab.exec(
+        "for i in $(seq 240); do case $(systemctl is-system-running 2>/dev/null) in "
+        "running|degraded) exit 0;; esac; sleep 0.5; done; systemctl is-system-running",
+        check=False,
+    )
+    if booted.returncode != 0:
+        raise RuntimeError(f"systemd did not finish booting in 2 minutes: {booted.stdout.strip()}")
     apt = "DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Languages=none"  # no Translation-en lists
     for attempt in range(3):
         done = lab.exec(
