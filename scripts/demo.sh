@@ -84,6 +84,11 @@ build_tiny_model(Path(sys.argv[1]))' "$work/tiny-llama"
 
 summary() {
   python scripts/demo_summary.py --reports "$PWD/reports" --metrics "$work/metrics" --host "$container"
+  printf '\nplaybook recaps (the last play of each; a re-run reports changed=0):\n'
+  local name
+  for name in onboard models train; do
+    printf '  %-8s %s\n' "$name" "$(sed 's/\x1b\[[0-9;]*m//g' "$logs/$name.log" | grep -E "^$container +:" | tail -1 | tr -s ' ')"
+  done
   printf '\nstage times (s):\n'
   local total=0 s
   for s in "${stages[@]}"; do
