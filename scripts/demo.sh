@@ -100,7 +100,16 @@ summary() {
 
 if [ "${1:-}" = clean ]; then
   if docker container inspect "$container" >/dev/null 2>&1; then
-    docker rm -f "$container" >/dev/null
+    # A systemd container can take a while to stop on a busy machine: wait until it is gone.
+    docker rm -f "$container" >/dev/null 2>&1 || true
+    for _ in $(seq 90); do
+      docker container inspect "$container" >/dev/null 2>&1 || break
+      sleep 2
+    done
+    if docker container inspect "$container" >/dev/null 2>&1; then
+      echo "demo: the container $container is still there; try again: make demo-clean" >&2
+      exit 1
+    fi
     echo "removed the container $container"
   else
     echo "no container $container"
