@@ -125,9 +125,9 @@ def prepare(lab: Lab) -> None:
         time.sleep(5)
     requirements = " ".join(f"'{r}'" for r in _core_requirements())
     lab.exec(
-        f"python3 -m venv {PREFIX} && "
-        "printf '[global]\\ncert = /etc/llmlab-test/ca-bundle.crt\\ntimeout = 120\\n' "
-        f"> {PREFIX}/pip.conf && "
+        f"python3 -m venv {PREFIX} && printf '[global]\\ntimeout = 120\\n' > {PREFIX}/pip.conf && "
+        "{ [ ! -f /etc/llmlab-test/ca-bundle.crt ] || "
+        f"echo 'cert = /etc/llmlab-test/ca-bundle.crt' >> {PREFIX}/pip.conf; }} && "
         f"{PREFIX}/bin/pip install --quiet --no-compile --disable-pip-version-check {requirements}"
     )
     lab.exec(
