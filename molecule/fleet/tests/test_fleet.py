@@ -121,20 +121,24 @@ def test_verify_passes_and_reports_every_host(run_playbook, tmp_path):
 
 
 FAULTS = {
-    # host, the units stopped (and started again after the test), the check that must fail
-    "docker stopped on a GPU server": ("fleet-2", "docker.socket docker.service", "services.docker"),
-    "jupyter stopped on a CPU host": ("fleet-5", "jupyter.service", "services.jupyter"),
+    # host, the units stopped (and started again after the test), the checks that must fail (and no other)
+    "docker stopped on a GPU server": ("fleet-2", "docker.socket docker.service", ["services.docker"]),
+    "jupyter stopped on a CPU host": (
+        "fleet-5",
+        "jupyter.service",
+        ["services.jupyter", "services.jupyter_auth"],
+    ),
 }
 
 
 @pytest.fixture
 def fault(request):
-    name, units, check = FAULTS[request.param]
+    name, units, checks = FAULTS[request.param]
     faulty = other_host(name)
     with faulty.sudo():
         stop = faulty.run(f"systemctl stop {units}")
         assert stop.rc == 0, stop.stderr
-    yield name, check
+    yield name, checks
     with faulty.sudo():
         start = faulty.run(f"systemctl start {units}")
         assert start.rc == 0, start.stderr
@@ -143,7 +147,7 @@ def fault(request):
 
 @pytest.mark.parametrize("fault", FAULTS, ids=list(FAULTS), indirect=True)
 def test_a_fault_on_one_host_fails_that_host_only(run_playbook, tmp_path, fault):
-    faulty, check = fault
+    faulty, checks = fault
     run, report_dir = run_verify(run_playbook, tmp_path)
     assert run.returncode == 2, run.stderr[-2000:]
     assert run.stats[faulty]["failures"] == 1
@@ -151,19 +155,19 @@ def test_a_fault_on_one_host_fails_that_host_only(run_playbook, tmp_path, fault)
         if host != faulty:
             assert run.stats[host]["failures"] == 0, host
             assert run.stats[host]["unreachable"] == 0, host
-    # the failure names the check, and so does the summary's line for that host (and only that line)
-    assert any(check in message for message in run.messages), run.messages
+    # the failure names the checks, and so does the summary's line for that host (and only that line)
+    assert any(all(check in message for check in checks) for message in run.messages), run.messages
     lines = summary_lines(run)
     assert sorted(lines) == FLEET
     assert lines[faulty].split()[1] == "FAIL"
-    assert check in lines[faulty]
+    assert all(check in lines[faulty] for check in checks), lines[faulty]
     for host in FLEET:
         if host != faulty:
-            assert check not in lines[host]
             assert lines[host].split()[1] in ("OK", "WARN"), lines[host]
+            assert not any(check in lines[host] for check in checks), lines[host]
     # every host's report was fetched, the faulty host's with the failing check
     assert sorted(p.stem for p in report_dir.glob("fleet-*.json")) == FLEET
     report = json.loads((report_dir / f"{faulty}.json").read_text())
     assert report["summary"]["status"] == "FAIL"
     failing = [c["id"] for c in report["checks"] if c["status"] == "FAIL"]
-    assert failing == [check]
+    assert failing == checks
