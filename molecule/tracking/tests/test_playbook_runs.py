@@ -58,8 +58,9 @@ def test_bad_input_fails_early_and_names_the_value(run_playbook, case, tmp_path)
         assert stats["changed"] == 0, f"{host} changed something before failing on {case}"
 
 
+@pytest.mark.timeout(1200)  # a whole converge in check mode; slow on a loaded machine
 def test_check_mode_on_the_provisioned_hosts_changes_and_fails_nothing(run_playbook):
-    run = run_playbook(SCENARIO / "converge.yml", "--check", "--diff", timeout=600)
+    run = run_playbook(SCENARIO / "converge.yml", "--check", "--diff", timeout=1100)
     assert run.returncode == 0, run.messages
     would_change = [
         task["task"]["name"]
