@@ -1,7 +1,8 @@
 """JupyterLab's other exposure mode: on every address, with a self-signed certificate the role makes.
 
-Runs after the other lab tests (file order): it re-runs the jupyter role with TLS on 0.0.0.0, checks the
-service, and its last test converges the role back to the scenario's settings (loopback, plain HTTP).
+A module fixture re-runs the jupyter role with TLS on 0.0.0.0; the module's last test converges the role back
+to the scenario's settings (loopback, plain HTTP) and checks them, and the fixture's teardown makes sure of
+it, so the other lab test modules find the service as converged whatever the order.
 """
 
 import shlex
@@ -44,10 +45,14 @@ def jupyter_playbook(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tls_on_every_address(run_playbook, jupyter_playbook):
-    run = run_playbook(
-        jupyter_playbook, extra_vars={"jupyter_ip": "0.0.0.0", "jupyter_tls_self_signed": True}, timeout=600
-    )
-    assert run.returncode == 0, run.messages or run.stderr[-2000:]
+    try:
+        tls = {"jupyter_ip": "0.0.0.0", "jupyter_tls_self_signed": True}
+        run = run_playbook(jupyter_playbook, extra_vars=tls, timeout=600)
+        assert run.returncode == 0, run.messages or run.stderr[-2000:]
+        yield
+    finally:
+        back = run_playbook(jupyter_playbook, timeout=600)
+        assert back.returncode == 0, back.messages or back.stderr[-2000:]
 
 
 def test_tls_answers_on_the_container_address_with_the_token_only(host, tls_on_every_address):
