@@ -186,6 +186,19 @@ def test_plain_tarball_of_a_model_directory(store: ModelStore, model_dir: Path, 
     assert store.verify("org/from-tar").ok
 
 
+def test_a_tarball_member_outside_the_archive_is_refused(store: ModelStore, tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in ("config.json", "../escaped.txt"):
+            member = tarfile.TarInfo(name)
+            member.size = 2
+            tar.addfile(member, io.BytesIO(b"{}"))
+    with pytest.raises(StoreError, match=r"refusing '\.\./escaped\.txt': it would be written outside"):
+        store.import_model(archive, "org/evil")
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
 def test_rm_respects_pins_and_keeps_shared_blobs(store: ModelStore, tmp_path: Path) -> None:
     v1 = store.add_local(make_model_dir(tmp_path / "v1", seed=1), "org/m", revision="v1")
     v2_dir = make_model_dir(tmp_path / "v2", seed=2)
