@@ -10,7 +10,7 @@ test: setup
 lint: setup
 	@bash scripts/lint.sh
 
-# The local lab: a systemd container provisioned, verified, given a model and a short fine-tune (docs/demo.md).
+# The local lab: a systemd container provisioned, verified, given a model and a short fine-tune (docs/playbooks.md).
 demo: setup
 	@bash scripts/demo.sh
 
