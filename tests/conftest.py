@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+# torch._dynamo before anything imports Ansible (tests/deploys reads inventories with Ansible's API): Ansible
+# replaces sys.intern with a callable class on import, and torch._dynamo, imported later, refuses to load
+# ("substitute_in_graph expects a function"). llmlab itself never imports Ansible; only this test process
+# holds both.
+import torch._dynamo  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
