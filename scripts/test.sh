@@ -25,7 +25,7 @@ stage() {  # stage NAME COMMAND...
 # LLMLAB_SCENARIOS="base lab" runs only those scenarios (while working on a role); default: all of them
 # except the ones in `separate`, which have not yet passed a full run (docs/testing.md says why); run one
 # with LLMLAB_SCENARIOS=NAME make test.
-separate=(fleet tracking)
+separate=(fleet)
 scenarios=()
 if [[ -n "${LLMLAB_SCENARIOS:-}" ]]; then
   read -r -a scenarios <<<"$LLMLAB_SCENARIOS"
