@@ -88,6 +88,19 @@ def test_jupyterlab_runs_as_the_unprivileged_service_user(host):
     assert host.user("jupyter").shell == "/usr/sbin/nologin"
 
 
+def test_jupyterlab_loaded_its_configuration_file(host):
+    # A config the service cannot read is skipped with a log line, and the defaults (localhost:8888, no TLS)
+    # would still pass the tests above: check the process's groups and the server's own log.
+    status = host.file(f"/proc/{main_pid(host, 'jupyter')}/status").content_string
+    gids = {int(gid) for line in status.splitlines() if line.startswith(("Gid:", "Groups:")) for gid in line.split()[1:]}
+    assert host.group("jupyter").gid in gids
+    assert host.group("llmlab").gid in gids
+    with host.sudo():
+        log = host.check_output("journalctl --unit jupyter --boot --no-pager --output cat")
+    assert "Exception while loading config file" not in log
+    assert "/etc/jupyter/jupyter_server_config.py" in log
+
+
 def test_jupyterlab_answers_with_the_token(host):
     assert http_status(host, "http://127.0.0.1:8888/api/status", jupyter_token(host)) == 200
 
