@@ -46,6 +46,17 @@ class PlaybookRun:
     def stats(self) -> dict[str, dict]:
         return self.report.get("stats", {})
 
+    @property
+    def changed_tasks(self) -> dict[str, list[str]]:
+        """{host: the names of its tasks that reported changed}: what a check-mode run would change."""
+        changed: dict[str, list[str]] = {}
+        for play in self.report.get("plays", []):
+            for task in play["tasks"]:
+                for host, result in task["hosts"].items():
+                    if result.get("changed"):
+                        changed.setdefault(host, []).append(task["task"]["name"])
+        return changed
+
 
 def run_playbook(
     playbook: Path, *args: str, extra_vars: dict | None = None, timeout: int = 900

@@ -8,6 +8,7 @@ check named in the summary and every other host's report still fetched.
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,39 @@ def test_the_environment_holds_no_ml_stack(host):
     assert not names & {"torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets"}
 
 
+# --- the firewall's cluster rules: gpu_servers admit each other on the torchrun/NCCL ports, nobody else ---
+
+CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)"
+
+
+def address(host) -> str:
+    return host.check_output("hostname -i").split()[0]
+
+
+@pytest.fixture
+def rendezvous_listener():
+    """A TCP listener on fleet-1's torchrun port (29500), stopped by systemd after a minute at most."""
+    listener = other_host("fleet-1")
+    with listener.sudo():
+        probe = "systemd-run --unit llmlab-rendezvous-probe --property RuntimeMaxSec=60"
+        start = listener.run(f"{probe} python3 -m http.server 29500")
+        assert start.rc == 0, start.stderr
+        listener.run("timeout 10 sh -c 'until ss -ltn | grep -q :29500; do sleep 0.5; done'")
+    yield address(listener)
+    with listener.sudo():
+        listener.run("systemctl stop llmlab-rendezvous-probe")
+
+
+@pytest.mark.parametrize("peer, admitted", [("fleet-2", True), ("fleet-3", False)])
+def test_the_cluster_ports_admit_the_other_gpu_servers_only(rendezvous_listener, peer, admitted):
+    result = other_host(peer).run(f"python3 -c {shlex.quote(CONNECT)} {rendezvous_listener} 29500")
+    if admitted:
+        assert result.rc == 0, result.stderr
+    else:
+        # ufw's default deny drops the packets: the connection times out (not refused: nothing answers)
+        assert result.rc != 0 and "timed out" in result.stderr, result.stderr
+
+
 # --- playbook runs against the whole fleet ---
 
 
@@ -85,17 +119,10 @@ def test_check_mode_of_site_is_clean_on_every_host(run_playbook):
     run = run_playbook(SITE, "--check", "--diff", timeout=1400)
     assert run.returncode == 0, run.messages or run.stderr[-2000:]
     assert set(FLEET) <= set(run.stats)
-    would_change = {
-        host: task["task"]["name"]
-        for play in run.report["plays"]
-        for task in play["tasks"]
-        for host, result in task["hosts"].items()
-        if result.get("changed")
-    }
     for host in FLEET:
         assert run.stats[host]["failures"] == 0, host
         assert run.stats[host]["unreachable"] == 0, host
-        assert run.stats[host]["changed"] == 0, f"check mode would change {would_change}"
+        assert run.stats[host]["changed"] == 0, f"check mode would change {run.changed_tasks}"
 
 
 def test_verify_passes_and_reports_every_host(run_playbook, tmp_path):

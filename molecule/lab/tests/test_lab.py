@@ -92,7 +92,8 @@ def test_jupyterlab_loaded_its_configuration_file(host):
     # A config the service cannot read is skipped with a log line, and the defaults (localhost:8888, no TLS)
     # would still pass the tests above: check the process's groups and the server's own log.
     status = host.file(f"/proc/{main_pid(host, 'jupyter')}/status").content_string
-    gids = {int(gid) for line in status.splitlines() if line.startswith(("Gid:", "Groups:")) for gid in line.split()[1:]}
+    ids = [line.split()[1:] for line in status.splitlines() if line.startswith(("Gid:", "Groups:"))]
+    gids = {int(gid) for line in ids for gid in line}
     assert host.group("jupyter").gid in gids
     assert host.group("llmlab").gid in gids
     with host.sudo():
