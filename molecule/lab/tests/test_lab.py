@@ -102,6 +102,30 @@ def test_jupyterlab_loaded_its_configuration_file(host):
     assert "/etc/jupyter/jupyter_server_config.py" in log
 
 
+def test_jupyterlab_comes_back_after_a_restart(host):
+    # The first start leaves ~/.ipython behind; later starts must not try to migrate it into /etc/jupyter.
+    with host.sudo():
+        assert host.run("systemctl restart jupyter").rc == 0
+    probe = f"python3 -c {shlex.quote(HTTP_GET)} http://127.0.0.1:8888/api/status {jupyter_token(host)}"
+    assert host.run(f"for i in $(seq 60); do {probe} | grep -qx 200 && exit 0; sleep 1; done; exit 1").rc == 0
+    assert main_pid(host, "jupyter") > 0
+
+
+def test_jupyterlab_saves_user_settings_in_the_service_home(host):
+    put = r"""
+import json, sys, urllib.request
+body = json.dumps({"raw": '{"theme": "JupyterLab Dark"}'}).encode()
+headers = {"Authorization": "token " + sys.argv[2], "Content-Type": "application/json"}
+req = urllib.request.Request(sys.argv[1], data=body, method="PUT", headers=headers)
+print(urllib.request.urlopen(req, timeout=10).status)
+"""
+    url = "http://127.0.0.1:8888/lab/api/settings/@jupyterlab/apputils-extension:themes"
+    result = host.run(f"python3 -c {shlex.quote(put)} {url} {jupyter_token(host)}")
+    assert result.rc == 0 and result.stdout.strip() == "204", result.stderr
+    settings = "/var/lib/jupyter/.jupyter/lab/user-settings/@jupyterlab/apputils-extension"
+    assert "JupyterLab Dark" in host.file(f"{settings}/themes.jupyterlab-settings").content_string
+
+
 def test_jupyterlab_answers_with_the_token(host):
     assert http_status(host, "http://127.0.0.1:8888/api/status", jupyter_token(host)) == 200
 
