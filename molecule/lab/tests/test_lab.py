@@ -66,6 +66,13 @@ def test_the_environment_pip_uses_its_own_config(host):
     assert host.run(f"{PREFIX}/bin/pip check").rc == 0
 
 
+def test_uv_installed_the_ml_stack(host):
+    # Every installer records itself in the distribution's INSTALLER file.
+    for package in ("torch", "transformers", "peft"):
+        installer = host.run(f"cat {PREFIX}/lib/python3.*/site-packages/{package}-*.dist-info/INSTALLER")
+        assert installer.stdout.strip() == "uv", (package, installer.stdout, installer.stderr)
+
+
 def test_a_kernel_spec_runs_the_environment(host):
     result = host.run(f"{PREFIX}/bin/jupyter kernelspec list --json")
     assert result.rc == 0, result.stderr

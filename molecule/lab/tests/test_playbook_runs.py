@@ -28,6 +28,16 @@ CASES = {
         {"python_env_peft_version": "0.21.*"},
         'python_env_peft_version: "0.21.*" is not an exact version',
     ),
+    "unknown installer": (
+        "python_env",
+        {"python_env_installer": "conda"},
+        "value of python_env_installer must be one of: pip, uv, got: conda",
+    ),
+    "pip setting uv cannot honour": (
+        "python_env",
+        {"python_env_pip_config": {"trusted-host": "pypi.internal"}},
+        'python_env_pip_config: ["trusted-host"] cannot be passed on to uv',
+    ),
     "Jupyter on all addresses without TLS": (
         "jupyter",
         {"jupyter_ip": "0.0.0.0"},
