@@ -106,7 +106,9 @@ def test_jupyterlab_loaded_its_configuration_file(host):
     with host.sudo():
         log = host.check_output("journalctl --unit jupyter --boot --no-pager --output cat")
     assert "Exception while loading config file" not in log
-    assert "/etc/jupyter/jupyter_server_config.py" in log
+    # The URL of the latest start: the configured 127.0.0.1 (JupyterLab's own default says localhost).
+    urls = [line.split("] ", 1)[1] for line in log.splitlines() if ":8888/lab?token=" in line]
+    assert urls and urls[-1] == "http://127.0.0.1:8888/lab?token=...", urls
 
 
 def test_jupyterlab_comes_back_after_a_restart(host):
