@@ -110,6 +110,17 @@ def test_the_cluster_ports_admit_the_other_gpu_servers_only(rendezvous_listener,
         assert result.rc != 0 and "timed out" in result.stderr, result.stderr
 
 
+def test_a_cluster_peer_without_an_address_fails_before_any_change(run_playbook, tmp_path):
+    playbook = tmp_path / "firewall.yml"
+    playbook.write_text("- hosts: gpu_servers\n  become: true\n  roles: [firewall]\n")
+    no_address = {"firewall_cluster_address": ""}
+    run = run_playbook(playbook, "--limit", "fleet-1", extra_vars=no_address, timeout=600)
+    assert run.returncode == 2, run.stderr[-2000:]
+    expected = 'firewall_cluster_group "gpu_servers": no address for fleet-2'
+    assert any(expected in message for message in run.messages), run.messages
+    assert run.stats["fleet-1"]["changed"] == 0
+
+
 # --- playbook runs against the whole fleet ---
 
 
