@@ -1,10 +1,12 @@
 """MLflow, node_exporter and git for lab users on the converged hosts (testinfra, `molecule verify`).
 
 Two hosts (molecule.yml): `lab` runs the lab environment, llmlab and MLflow with SQLite on 127.0.0.1;
-`server` runs MLflow with PostgreSQL and basic auth on 0.0.0.0. Runs are logged from the lab environment
-with the mlflow client and read back through MLflow's REST API (and, for `server`, from PostgreSQL).
+`server` runs MLflow with PostgreSQL, basic auth and TLS (prepare.yml's self-signed certificate) on 0.0.0.0.
+Runs are logged from the lab environment with the mlflow client and read back through MLflow's REST API (and,
+for `server`, from PostgreSQL).
 """
 
+import ipaddress
 import json
 import os
 import shlex
@@ -20,6 +22,9 @@ INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 LAB_PY = "/opt/llmlab/env/bin/python"
 ADMIN = ("admin", "admin-test-password-0123")  # molecule.yml's test-only secret
 PG_PASSWORD = "pg-test-password-0123"
+# prepare.yml's self-signed certificate of the server: on the server (with its key), and on the lab host.
+SERVER_CERT = "/etc/mlflow-tls/tls.crt"
+LAB_TRUSTS = "/usr/local/share/llmlab-test/mlflow-tls.crt"
 
 
 def get(name):
@@ -38,26 +43,31 @@ def server():
 
 @pytest.fixture(scope="module")
 def server_url(server):
-    return f"http://{address(server)}:5000"
+    return f"https://{address(server)}:5000"
 
 
-# The HTTP helper runs on the hosts themselves (no curl there): prints "<status> <body>".
+# The HTTP helper runs on the hosts themselves (no curl there): prints "<status> <body>"; status 0 and the
+# error when no HTTP response came (connection or TLS failure). HTTPS trusts only CAFILE when given.
 HTTP = """
-import base64, sys, urllib.request, urllib.error
-url, user, password = (sys.argv[1:] + ["", ""])[:3]
+import base64, ssl, sys, urllib.request, urllib.error
+url, cafile, user, password = (sys.argv[1:] + ["", "", ""])[:4]
 req = urllib.request.Request(url)
 if user:
     req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+context = ssl.create_default_context(cafile=cafile or None)
 try:
-    with urllib.request.urlopen(req, timeout=30) as r:
+    with urllib.request.urlopen(req, timeout=30, context=context) as r:
         print(r.status, r.read().decode())
 except urllib.error.HTTPError as e:
     print(e.code, e.read().decode())
+except OSError as e:
+    print(0, type(e).__name__, e)
 """
 
 
-def http(host, url, auth=("", "")):
-    out = host.check_output(f"python3 -c {shlex.quote(HTTP)} {shlex.quote(url)} {auth[0]} {auth[1]}")
+def http(host, url, auth=("", ""), cafile=""):
+    args = " ".join(shlex.quote(a) for a in (url, cafile, *auth))
+    out = host.check_output(f"python3 -c {shlex.quote(HTTP)} {args}")
     status, _, body = out.partition(" ")
     return int(status), body
 
@@ -84,12 +94,15 @@ def log_run(lab, marker, env=""):
 
 
 def test_mlflow_runs_as_its_unprivileged_user_and_answers_health(lab, server):
-    for host in (lab, server):
+    for host, url, cafile in (
+        (lab, "http://127.0.0.1:5000/health", ""),
+        (server, "https://127.0.0.1:5000/health", SERVER_CERT),
+    ):
         assert host.service("mlflow").is_running
         assert host.service("mlflow").is_enabled
         owner = host.check_output("stat -c %U /proc/$(systemctl show -p MainPID --value mlflow)")
         assert owner == "mlflow"
-        assert http(host, "http://127.0.0.1:5000/health") == (200, "OK")
+        assert http(host, url, cafile=cafile) == (200, "OK")
 
 
 def address(host):
@@ -126,17 +139,79 @@ def test_a_run_logged_from_the_lab_environment_is_listed_by_the_api(lab):
     assert found.split() == ["llmlab", "660"], found
 
 
+# `llmlab train`'s tracking set-up without the ML stack (this scenario's environment has no torch): the
+# training config is loaded and checked as the command does, the tracking environment comes from the host
+# config (llmlab_tracking_uri, written by the llmlab role), and the run is started as transformers'
+# MLflowCallback starts it from that environment. Prints the URI and the run id.
+TRAIN_TRACKING = r"""
+import os, pathlib, sys, tempfile
+import mlflow
+from llmlab.config import load_config
+from llmlab.train.run import _tracking_environment, preflight
+from llmlab.train.schema import load_train_config
+
+assert "MLFLOW_TRACKING_URI" not in os.environ, "the URI must come from the host config"
+work = pathlib.Path(tempfile.mkdtemp())
+(work / "data.jsonl").write_text('{"text": "hello"}\n')
+(work / "train.yaml").write_text(
+    f"base_model: lab/tiny\ndatasets: [{{path: {work}/data.jsonl, format: text}}]\n"
+    f"tracking: mlflow\noutput_dir: {work}/{sys.argv[1]}\n"
+)
+cfg = load_train_config(work / "train.yaml")
+preflight(cfg, resume=False)  # finds the mlflow client in the environment
+_tracking_environment(cfg, load_config().tracking_uri)
+mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+with mlflow.start_run() as run:
+    mlflow.log_metric("train_loss", 1.5)
+print(os.environ["MLFLOW_TRACKING_URI"], run.info.run_id)
+"""
+
+
+def test_llmlab_train_tracking_logs_to_the_server_from_the_host_config_alone(lab):
+    name = f"llmlab-train-{uuid.uuid4().hex[:12]}"
+    # A login shell without the profile's MLFLOW_TRACKING_URI: the host config is the only source.
+    cmd = f"env -u MLFLOW_TRACKING_URI {LAB_PY} -c {shlex.quote(TRAIN_TRACKING)} {name}"
+    run = lab.run(f"su - alice -c {shlex.quote(cmd)}")
+    assert run.rc == 0, run.stderr[-3000:]
+    uri, run_id = run.stdout.strip().splitlines()[-1].split()
+    assert uri == "http://127.0.0.1:5000"
+    status, body = http(lab, f"{uri}/api/2.0/mlflow/runs/get?run_id={run_id}")
+    assert status == 200, body
+    logged = json.loads(body)["run"]
+    assert [m["value"] for m in logged["data"]["metrics"] if m["key"] == "train_loss"] == [1.5]
+    experiment_id = logged["info"]["experiment_id"]
+    status, body = http(lab, f"{uri}/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}")
+    assert status == 200, body
+    assert json.loads(body)["experiment"]["name"] == name  # the run directory's name, as llmlab train sets it
+
+
 def test_the_artifacts_directory_is_group_shared(lab):
     directory = lab.file("/mlflow-artifacts")
     assert directory.is_directory
     assert (directory.user, directory.group, directory.mode) == ("mlflow", "llmlab", 0o2770)
 
 
+def test_the_server_off_loopback_serves_https_only_with_its_certificate(lab, server, server_url):
+    # From the lab host, by the server's address: the certificate verifies against prepare.yml's (the
+    # address is in its names), and against nothing else; plain HTTP gets no HTTP answer.
+    assert http(lab, f"{server_url}/health", cafile=LAB_TRUSTS) == (200, "OK")
+    status, error = http(lab, f"{server_url}/health")
+    assert status == 0 and "CERTIFICATE_VERIFY_FAILED" in error, error
+    status, error = http(lab, f"http://{address(server)}:5000/health")
+    assert status == 0, error
+    unit = server.file("/etc/systemd/system/mlflow.service").content_string
+    assert f"--ssl-certfile {SERVER_CERT} --ssl-keyfile /etc/mlflow-tls/tls.key" in unit
+    assert server.check_output("cat /etc/profile.d/llmlab-mlflow.sh").endswith(
+        "export MLFLOW_TRACKING_URI=https://127.0.0.1:5000"
+    )
+
+
 def test_unauthenticated_requests_are_refused_when_auth_is_on(lab, server_url):
     url = f"{server_url}/api/2.0/mlflow/experiments/search?max_results=5"
-    assert http(lab, url)[0] == 401
-    assert http(lab, url, ("admin", "not-the-password"))[0] == 401
-    status, body = http(lab, url, ADMIN)
+    assert http(lab, url, cafile=LAB_TRUSTS)[0] == 401
+    assert http(lab, url, ("admin", "not-the-password"), LAB_TRUSTS)[0] == 401
+    status, body = http(lab, url, ADMIN, LAB_TRUSTS)
     assert status == 200, body
     assert "experiments" in json.loads(body)
 
@@ -144,7 +219,7 @@ def test_unauthenticated_requests_are_refused_when_auth_is_on(lab, server_url):
 def test_a_run_logged_with_credentials_lands_in_postgresql(lab, server, server_url):
     marker = uuid.uuid4().hex
     env = (
-        f"MLFLOW_TRACKING_URI={server_url}"
+        f"MLFLOW_TRACKING_URI={server_url} MLFLOW_TRACKING_SERVER_CERT_PATH={LAB_TRUSTS}"
         f" MLFLOW_TRACKING_USERNAME={ADMIN[0]} MLFLOW_TRACKING_PASSWORD={ADMIN[1]}"
     )
     run_id = log_run(lab, marker, env)
@@ -158,7 +233,7 @@ def test_a_run_logged_with_credentials_lands_in_postgresql(lab, server, server_u
             )
         )
     assert row.split() == [marker, "FINISHED"]
-    status, body = http(lab, f"{server_url}/api/2.0/mlflow/runs/get?run_id={run_id}", ADMIN)
+    status, body = http(lab, f"{server_url}/api/2.0/mlflow/runs/get?run_id={run_id}", ADMIN, LAB_TRUSTS)
     assert status == 200 and marker in body
 
 
@@ -191,6 +266,67 @@ def test_node_exporter_listens_where_configured(lab, server):
     assert connects(server, address(lab), 9100)
     assert connects(server, "127.0.0.1", 9100)
     assert not connects(server, address(server), 9100)
+
+
+# Every TCP listener of the host as [address, port], from /proc (no ss or psutil on the system Python).
+LISTENERS = """
+import ipaddress, json
+found = []
+for name in ("tcp", "tcp6"):
+    for line in open(f"/proc/net/{name}").read().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] != "0A":  # LISTEN
+            continue
+        hexaddr, hexport = fields[1].split(":")
+        raw = bytes.fromhex(hexaddr)
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # host-order 32-bit words
+        found.append([str(ipaddress.ip_address(raw)), int(hexport, 16)])
+print(json.dumps(found))
+"""
+
+
+def exposed_ports(host):
+    """The ports of the host's TCP listeners beyond loopback (what verify's listening-ports check sees)."""
+    ports = set()
+    for ip, port in json.loads(host.check_output(f"python3 -c {shlex.quote(LISTENERS)}")):
+        addr = ipaddress.ip_address(ip)
+        if not (getattr(addr, "ipv4_mapped", None) or addr).is_loopback:
+            ports.add(port)
+    return ports
+
+
+def test_the_default_allowed_ports_follow_the_roles_listen_addresses(run_playbook, lab, server, tmp_path):
+    """llmlab_allowed_ports' default, with the three roles' variables as the converge play has them."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        "- hosts: all\n  gather_facts: false\n  roles:\n"
+        + "".join(f"    - {{role: {role}, when: false}}\n" for role in ("llmlab", "mlflow", "monitoring"))
+        + "  tasks:\n    - ansible.builtin.debug: {var: llmlab_allowed_ports}\n"
+    )
+    run = run_playbook(playbook, timeout=300)
+    assert run.returncode == 0, run.messages
+    allowed = {
+        host.split("-", 1)[1]: result["llmlab_allowed_ports"]
+        for play in run.report["plays"]
+        for task in play["tasks"]
+        for host, result in task["hosts"].items()
+        if "llmlab_allowed_ports" in result
+    }
+    # node_exporter on ":9100" on the lab host; MLflow on 0.0.0.0:5000 on the server.
+    assert allowed == {"debian12": [22, 9100], "pg-debian12": [22, 5000]}, allowed
+    assert exposed_ports(lab) == {9100}
+    assert exposed_ports(server) == {5000}
+
+
+def test_verify_accepts_node_exporter_off_loopback(lab):
+    config = yaml.safe_load(lab.file("/etc/llmlab/config.yaml").content_string)
+    assert config["verify"]["allowed_ports"] == [22, 9100]
+    with lab.sudo():
+        run = lab.run("llmlab verify --only services.listening_ports --json")
+    assert run.rc == 0, run.stdout + run.stderr
+    (check,) = json.loads(run.stdout)["checks"]
+    assert (check["id"], check["status"]) == ("services.listening_ports", "OK"), check
+    assert check["value"] == [9100], check
 
 
 def test_the_example_alert_rules_use_metrics_the_hosts_serve(lab):
