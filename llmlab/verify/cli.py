@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "verify",
         help="check that this host is what the inventory says, and healthy",
         description=(
-            "Check this host against its config (/etc/llmlab/config.yaml, `verify:` section). "
+            "Check this host against its config (/etc/llmlab/config.yaml and the roles' contracts in "
+            "config.d/, `verify:` section). "
             "Exit 0: all OK/SKIP, 1: a WARN, 2: a FAIL, 3: could not run (bad config or arguments)."
         ),
     )
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from llmlab.verify.context import VerifyContext, real_sources
 
     ctx = VerifyContext(config=config, sources=real_sources(config), level=level)
+    ctx.settings  # noqa: B018 - validates the verify section now: a bad key exits 3 before any check
     if _may_run("software", args.only, args.skip):
         from llmlab.verify.lab import prefetch
 

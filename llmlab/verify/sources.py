@@ -124,7 +124,9 @@ class HttpAnswer:
 
 class Network(Protocol):
     def listeners(self) -> list[Listener]: ...
-    def http_get(self, url: str, timeout: float, verify_tls: bool) -> HttpAnswer: ...
+    def http_get(
+        self, url: str, timeout: float, verify_tls: bool, ca_file: Path | None = None
+    ) -> HttpAnswer: ...
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -149,8 +151,8 @@ class LocalNetwork:
             found.append(Listener(conn.laddr.ip, conn.laddr.port, conn.pid, name))
         return found
 
-    def http_get(self, url: str, timeout: float, verify_tls: bool) -> HttpAnswer:
-        context = ssl.create_default_context()
+    def http_get(self, url: str, timeout: float, verify_tls: bool, ca_file: Path | None = None) -> HttpAnswer:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         if not verify_tls:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE

@@ -110,7 +110,7 @@ class FakeNetwork:
     def listeners(self) -> list[Listener]:
         return self.sockets
 
-    def http_get(self, url: str, timeout: float, verify_tls: bool) -> HttpAnswer:
+    def http_get(self, url: str, timeout: float, verify_tls: bool, ca_file=None) -> HttpAnswer:
         return self.answers.get(url, HttpAnswer(None, error="Connection refused"))
 
 
