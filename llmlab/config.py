@@ -61,6 +61,7 @@ class HostConfig(StrictModel):
 
     model_store: Path = Field(Path("/models"), description="Shared model store (HF cache layout).")
     lab_group: str = Field("llmlab", description="Group that owns the model store and shared directories.")
+    lab_env: Path | None = Field(None, description="The lab environment's prefix (the python_env role).")
     reports_dir: Path = Field(Path("/var/lib/llmlab/reports"), description="Where verify keeps JSON reports.")
     textfile_dir: Path = Field(
         Path("/var/lib/prometheus/node-exporter"),

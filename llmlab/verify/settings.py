@@ -85,6 +85,9 @@ class VerifyExpect(StrictModel):
     gpu_model: str | None = Field(None, description="A catalogue name from llmlab/gpus.py, e.g. 'H100 SXM'.")
     driver_version: str | None = Field(None, description="Pinned NVIDIA driver: '535.183.01' or a prefix.")
     cuda_version: str | None = Field(None, description="CUDA runtime torch is built for: '12.4' (a prefix).")
+    cuda_toolkits: list[str] = Field(
+        default_factory=list, description="CUDA toolkit versions whose runtime library must load: ['12.8']."
+    )
     cpu_count: int | None = Field(None, ge=1)
     memory_gib: float | None = Field(None, gt=0)
     os: str | None = Field(None, description="'<ID> <VERSION_ID>' from /etc/os-release, e.g. 'debian 12'.")
@@ -147,7 +150,9 @@ class VerifySettings(StrictModel):
         None, description="CA bundle that verifies Jupyter's certificate; None: the system's trust store."
     )
     jupyter_service: str = Field("jupyter", description="Jupyter's systemd unit, named in hints.")
-    lab_python: Path | None = Field(None, description="The lab environment's python; None: llmlab's own.")
+    lab_python: Path | None = Field(
+        None, description="The lab environment's python; None: <lab_env>/bin/python, else llmlab's own."
+    )
     model_pins: list[str] = Field(default_factory=list, description="Repo ids the store must hold intact.")
     sku_overrides: dict[str, SkuOverride] = Field(default_factory=dict)
 

@@ -193,6 +193,7 @@ class Host(Protocol):
     def clock_synchronized(self) -> bool | None: ...
     def kernel_state(self) -> KernelState: ...
     def kernel_log(self, since: float | None) -> list[str] | None: ...  # None: unreadable
+    def loadable_library(self, names: list[str]) -> str | None: ...  # the first name that loads
 
 
 def read_os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
@@ -233,6 +234,15 @@ class LocalHost:
             swap_used_bytes=swap.used,
             boot_time=psutil.boot_time(),
         )
+
+    def loadable_library(self, names: list[str]) -> str | None:
+        for name in names:
+            try:
+                ctypes.CDLL(name)
+            except OSError:
+                continue
+            return name
+        return None
 
     def clock_synchronized(self) -> bool | None:
         try:

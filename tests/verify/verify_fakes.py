@@ -87,6 +87,7 @@ class FakeHost:
     )
     log: list[str] | None = field(default_factory=list)
     log_since: list[float | None] = field(default_factory=list)
+    libraries: set[str] = field(default_factory=set)
 
     def facts(self) -> HostFacts:
         return self.host_facts
@@ -100,6 +101,9 @@ class FakeHost:
     def kernel_log(self, since: float | None) -> list[str] | None:
         self.log_since.append(since)
         return self.log
+
+    def loadable_library(self, names: list[str]) -> str | None:
+        return next((name for name in names if name in self.libraries), None)
 
 
 @dataclass
