@@ -11,6 +11,8 @@ from pathlib import Path
 from llmlab.config import ConfigError, config_path, load_config
 
 EXIT_COULD_NOT_RUN = 3
+TEXTFILE_NAME = "llmlab_verify.prom"
+TEXTFILE_IN_CONFIG = Path("(textfile_dir)")
 
 
 def _names(text: str) -> list[str]:
@@ -45,9 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--prometheus-textfile",
         type=Path,
+        nargs="?",
+        const=TEXTFILE_IN_CONFIG,
         metavar="PATH",
-        help="also write metrics for node_exporter's textfile collector (atomically), e.g. "
-        "/var/lib/prometheus/node-exporter/llmlab_verify.prom",
+        help="also write metrics for node_exporter's textfile collector (atomically); without PATH, "
+        f"{TEXTFILE_NAME} in the host config's textfile_dir",
     )
     parser.add_argument("--list", action="store_true", help="list the check catalogue and exit")
     parser.set_defaults(handler=run, config_error_exit=EXIT_COULD_NOT_RUN)
@@ -99,9 +103,13 @@ def run(args: argparse.Namespace) -> int:
 
         render_table(results, duration, level, Console(width=None if sys.stdout.isatty() else 160))
     if args.prometheus_textfile:
+        textfile = args.prometheus_textfile
+        if textfile == TEXTFILE_IN_CONFIG:
+            textfile = config.textfile_dir / TEXTFILE_NAME
         try:
-            write_atomically(args.prometheus_textfile, prometheus_text(results, duration))
+            textfile.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(textfile, prometheus_text(results, duration))
         except OSError as exc:
-            print(f"llmlab verify: cannot write {args.prometheus_textfile}: {exc}", file=sys.stderr)
+            print(f"llmlab verify: cannot write {textfile}: {exc}", file=sys.stderr)
             return EXIT_COULD_NOT_RUN
     return exit_code(results)

@@ -66,8 +66,8 @@ CASES = {
     ),
     "port out of range": (
         "firewall",
-        {"firewall_monitoring_ports": [70000]},
-        "firewall_monitoring_ports: 70000 is not a port",
+        {"firewall_extra_rules": [{"port": 70000, "from": "any"}]},
+        "firewall_extra_rules: 70000 is not a port",
     ),
     "verify setting llmlab's schema refuses": (
         "llmlab",
