@@ -124,7 +124,9 @@ def test_login_shells_and_llmlab_get_the_tracking_uri(lab):
     assert lab.check_output("su - alice -c 'echo $MLFLOW_TRACKING_URI'") == "http://127.0.0.1:5000"
     shown = json.loads(lab.check_output("llmlab config --json"))
     assert shown["config"]["tracking_uri"] == "http://127.0.0.1:5000"
-    assert shown["origins"]["tracking_uri"] == "/etc/llmlab/config.d/mlflow.yaml"  # the mlflow role's contract
+    assert (
+        shown["origins"]["tracking_uri"] == "/etc/llmlab/config.d/mlflow.yaml"
+    )  # the mlflow role's contract
 
 
 def test_a_run_logged_from_the_lab_environment_is_listed_by_the_api(lab):
@@ -136,7 +138,9 @@ def test_a_run_logged_from_the_lab_environment_is_listed_by_the_api(lab):
     assert {"key": "marker", "value": marker} in run["data"]["params"]
     assert [m["value"] for m in run["data"]["metrics"] if m["key"] == "loss"] == [0.25]
     # The artifact went through the server into the group-shared artifacts directory.
-    found = lab.check_output(f"find /srv/mlflow/artifacts -path '*{run_id}*' -name notes.txt -printf '%g %m\\n'")
+    found = lab.check_output(
+        f"find /srv/mlflow/artifacts -path '*{run_id}*' -name notes.txt -printf '%g %m\\n'"
+    )
     assert found.split() == ["llmlab", "660"], found
 
 
@@ -298,13 +302,16 @@ def exposed_ports(host):
 
 def test_the_contracts_declare_the_listeners_bound_off_loopback(lab, server):
     """Each role publishes its listener; the ones off loopback are what is exposed, and nothing else is."""
+
     def declared(host):
         with host.sudo():
             listeners = {}
             for name in ("mlflow", "monitoring"):
                 path = f"/etc/llmlab/config.d/{name}.yaml"
                 listeners |= yaml.safe_load(host.file(path).content_string).get("listeners", {})
-        return {v["port"] for v in listeners.values() if v["address"] not in ("127.0.0.1", "::1", "localhost")}
+        return {
+            v["port"] for v in listeners.values() if v["address"] not in ("127.0.0.1", "::1", "localhost")
+        }
 
     # node_exporter on ":9100" on the lab host; MLflow on 0.0.0.0:5000 on the server.
     assert declared(lab) == exposed_ports(lab) == {9100}
