@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmlab.config import ConfigError, load_config
+from llmlab.config import ConfigError, HostConfig
 
 
 def merge_adapter(run_dir: Path, destination: Path | None = None) -> Path:
@@ -29,10 +29,8 @@ def merge_adapter(run_dir: Path, destination: Path | None = None) -> Path:
     return destination
 
 
-def register_merged(model_dir: Path, name: str, host_config: Path | None = None) -> Path:
+def register_merged(model_dir: Path, name: str, host: HostConfig) -> Path:
     """Import a merged model into the host's model store under `name`; returns its path in the store."""
-    from llmlab.models.store import ModelStore
+    from llmlab.models.store import open_store
 
-    host = load_config(host_config)
-    store = ModelStore(host.model_store, group=host.lab_group)
-    return Path(store.import_model(model_dir, name=name))
+    return Path(open_store(host).import_model(model_dir, name=name))

@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
         prefetch(ctx)  # the probe's torch import overlaps loading the catalogue and the quick checks
 
-    from llmlab.verify.report import prometheus_text, render_table, to_json, write_atomically
+    from llmlab.atomic import atomic_write
+    from llmlab.verify.report import prometheus_text, render_table, to_json
     from llmlab.verify.result import exit_code
     from llmlab.verify.runner import run_checks, select
 
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         render_table(results, duration, level, Console(width=None if sys.stdout.isatty() else 160))
     if args.prometheus_textfile:
         try:
-            write_atomically(args.prometheus_textfile, prometheus_text(results, duration))
+            atomic_write(args.prometheus_textfile, prometheus_text(results, duration))
         except OSError as exc:
             print(f"llmlab verify: cannot write {args.prometheus_textfile}: {exc}", file=sys.stderr)
             return EXIT_COULD_NOT_RUN
