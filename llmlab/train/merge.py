@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from llmlab.config import ConfigError, HostConfig
+from llmlab.train.run import CONFIG_FILE
 
 
 def merge_adapter(run_dir: Path, destination: Path | None = None) -> Path:
@@ -26,6 +28,8 @@ def merge_adapter(run_dir: Path, destination: Path | None = None) -> Path:
     merged = model.merge_and_unload()
     merged.save_pretrained(destination)
     AutoTokenizer.from_pretrained(run_dir).save_pretrained(destination)
+    if (run_dir / CONFIG_FILE).is_file():  # so `llmlab generate` formats prompts as the run was trained
+        shutil.copyfile(run_dir / CONFIG_FILE, destination / CONFIG_FILE)
     return destination
 
 

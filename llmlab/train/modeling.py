@@ -18,8 +18,9 @@ class ResolvedModel:
     store_commit: str | None = None
 
 
-def resolve_base_model(name: str, host: HostConfig) -> ResolvedModel:
-    """A directory as given, else the model store's copy of `name[@rev]`; ConfigError when neither exists."""
+def resolve_base_model(name: str, host: HostConfig, key: str = "base_model") -> ResolvedModel:
+    """A directory as given, else the model store's copy of `name[@rev]`; ConfigError (naming `key`) when
+    neither exists."""
     candidate = Path(name).expanduser()
     if candidate.is_dir():
         return ResolvedModel(candidate.resolve())
@@ -29,7 +30,7 @@ def resolve_base_model(name: str, host: HostConfig) -> ResolvedModel:
         snapshot = open_store(host).resolve(name)
     except ModelNotFound as exc:
         raise ConfigError(
-            f"base_model: not a directory and not in the model store at {host.model_store} (got {name!r}): "
+            f"{key}: not a directory and not in the model store at {host.model_store} (got {name!r}): "
             f"{exc}; add it with `llmlab models pull` or give a path"
         ) from None
     return ResolvedModel(snapshot, store_commit=snapshot.name)  # snapshots/<commit> (layout.py)

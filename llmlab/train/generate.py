@@ -1,0 +1,139 @@
+"""Trying a model: load a store model, a model directory or a training run, and generate for prompts.
+
+A run's `output_dir` is loaded as it was trained: its adapter on its base (or its full weights), its own
+tokenizer, and prompts formatted by the run's data format through `llmlab.train.data`, the code that
+formatted the training examples. Generation is batched (left-padded), greedy unless a temperature is given,
+on the GPU in the run's precision when there is one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmlab.config import ConfigError, HostConfig
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class Generation:
+    ids: list[int]  # the new tokens, up to and including EOS
+    text: str
+    seconds: float  # wall time of the batch that produced it
+
+
+@dataclass
+class LoadedModel:
+    label: str
+    path: Path
+    model: Any
+    tokenizer: Any
+    run_config: dict[str, Any] | None  # the run's train_config.yaml, when `path` is a run's output
+    precision: str
+
+
+def read_run_config(path: Path) -> dict[str, Any] | None:
+    from llmlab.train.run import CONFIG_FILE  # beside a run's weights, and copied by merge
+
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        return None
+    data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else None
+
+
+def run_format(run_config: dict[str, Any] | None, tokenizer) -> str:
+    """The data format prompts are rendered in: the run's (all its datasets share one), else chat when the
+    tokenizer has a chat template, else text."""
+    if run_config is None:
+        return "chat" if getattr(tokenizer, "chat_template", None) else "text"
+    formats = sorted({spec["format"] for spec in run_config.get("datasets", [])})
+    if len(formats) != 1:
+        raise ConfigError(f"--format: the run trained on several formats ({', '.join(formats)}); choose one")
+    return formats[0]
+
+
+def load_for_generation(spec: str, host: HostConfig, device: str | None = None) -> LoadedModel:
+    """A store name (`org/name[@rev]`), a model directory or a run's output_dir, ready to generate."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmlab.train.modeling import choose_precision, detect_device, resolve_base_model
+
+    path = resolve_base_model(spec, host, key="MODEL").path
+    run_config = read_run_config(path)
+    device = device or detect_device()
+    # The run's precision on a GPU; fp32 on a CPU, where half precision is slow and not more faithful.
+    precision = choose_precision(
+        (run_config or {}).get("precision", "auto") if device == "cuda" else "fp32", device
+    )
+    if (path / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        # The base loads unquantised even for QLoRA (as merge does): generation needs no 4-bit savings here.
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=precision.torch_dtype)
+    elif (path / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=precision.torch_dtype)
+    else:
+        raise ConfigError(
+            f"MODEL: {path} holds neither a model (config.json) nor an adapter (adapter_config.json)"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model.to(torch.device(device)).eval()
+    return LoadedModel(spec, path, model, tokenizer, run_config, precision.name)
+
+
+def generate(model, tokenizer, prompts: list[list[int]], sampling: Sampling) -> list[Generation]:
+    """Generate for token-id prompts in batches; each result stops at EOS (kept) or max_new_tokens."""
+    import torch
+
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    device = next(model.parameters()).device
+    options: dict[str, Any] = {"do_sample": sampling.temperature > 0}
+    if options["do_sample"]:
+        options.update(temperature=sampling.temperature, top_p=sampling.top_p)
+    was_training = model.training
+    model.eval()
+    results: list[Generation] = []
+    try:
+        for start in range(0, len(prompts), sampling.batch_size):
+            batch = prompts[start : start + sampling.batch_size]
+            width = max(len(p) for p in batch)
+            # Left padding, so every prompt's last token sits at the end where generation continues.
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+            began = time.perf_counter()
+            with torch.no_grad():
+                output = model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=sampling.max_new_tokens,
+                    pad_token_id=pad,
+                    eos_token_id=eos,
+                    use_cache=True,
+                    **options,
+                )
+            seconds = time.perf_counter() - began
+            for row in output[:, width:].tolist():
+                new = row[: row.index(eos) + 1] if eos in row else row
+                results.append(Generation(new, tokenizer.decode(new, skip_special_tokens=True), seconds))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def exact_match(output: str, expected: str) -> bool:
+    """Equal after trimming surrounding whitespace (a tokenizer may add or drop a leading space)."""
+    return output.strip() == expected.strip()
