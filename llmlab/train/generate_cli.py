@@ -168,15 +168,20 @@ def _print_table(document: dict[str, Any]) -> None:
     how = "sampled" if document["sampling"]["temperature"] else "greedy"
     table = Table(title=f"{document['format']} prompts, {how}")
     table.add_column("prompt")
-    table.add_column(document["model"]["name"])
+    table.add_column(_short(document["model"]["name"]))
     if compare:
-        table.add_column(compare["name"])
+        table.add_column(_short(compare["name"]))
     for result in document["results"]:
         cells = [escape(result["prompt"]), _cell(result)]
         if compare:
             cells.append(_cell(result["compare"]))
         table.add_row(*cells)
     Console(file=sys.stdout).print(table)
+
+
+def _short(name: str) -> str:
+    """A directory by its last component (a column is narrow); a store name as given."""
+    return Path(name).name if Path(name).is_dir() else name
 
 
 def _cell(entry: dict[str, Any]) -> str:
