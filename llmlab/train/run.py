@@ -8,6 +8,7 @@ scheduler, RNG and data position restored, so the resumed run ends where an unin
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -82,6 +83,7 @@ def _tracking_environment(cfg: TrainConfig, host_tracking_uri: str | None) -> No
         os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", cfg.output_dir.name)
 
 
+@functools.cache
 def _make_trainer_classes():
     """Trainer subclass and callback, defined lazily so importing this module does not import transformers."""
     import torch
@@ -270,7 +272,6 @@ class Session:
     trainer: Any
     args: Any
     precision: Any
-    tokenizer: Any
     trainable: int
     total: int
     rss_before_model: int
@@ -304,7 +305,7 @@ def build_trainer(cfg: TrainConfig, model_dir: Path, precision, tokenizer, data:
         from transformers import EarlyStoppingCallback
 
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    return Session(trainer, args, precision, tokenizer, trainable, total, rss_before_model)
+    return Session(trainer, args, precision, trainable, total, rss_before_model)
 
 
 def run_training(trainer, resume: bool) -> tuple[Any, int | None]:
@@ -426,8 +427,6 @@ def train(cfg: TrainConfig, host: HostConfig | None = None, *, resume: bool = Fa
 
     `host` is the host config of the calling command (default: the one in force, loaded here).
     """
-    from transformers import set_seed
-
     from llmlab.train.modeling import choose_precision, load_tokenizer, resolve_base_model
 
     host = host or load_config()
@@ -435,6 +434,9 @@ def train(cfg: TrainConfig, host: HostConfig | None = None, *, resume: bool = Fa
     base = resolve_base_model(cfg.base_model, host)
     _tracking_environment(cfg, host.tracking_uri)
     started = time.monotonic()
+
+    from transformers import set_seed  # after the checks above, which fail fast without it
+
     set_seed(cfg.seed)
     precision = choose_precision(cfg.precision)
     tokenizer = load_tokenizer(base.path)
