@@ -172,7 +172,7 @@ class TrainConfig(StrictModel):
                 f"eval_steps ({self.eval_steps})"
             )
         if self.eval_generate:
-            sources = self.eval_datasets or (self.datasets if self.eval_split else [])
+            sources = [*(self.datasets if self.eval_split else []), *self.eval_datasets]
             texts = [str(spec.path) for spec in sources if spec.format == "text"]
             if texts:
                 raise ValueError(
