@@ -126,3 +126,36 @@ def test_generate_refuses_bad_input_naming_the_option(run, capsys: pytest.Captur
     assert "--top-p: must be in (0, 1] (got 0.0)" in capsys.readouterr().err
     assert main(["generate", "no/such-model", "--prompt", "x"]) == 2
     assert "MODEL: not a directory and not in the model store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["instruction", "chat"])
+def test_prompts_are_tokenized_exactly_as_the_training_examples(tiny_llama_dir: Path, fmt: str) -> None:
+    from llmlab.train.data import _encode_record, encode_prompt, prompt_and_answer
+    from llmlab.train.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_llama_dir)
+    question, answer = LEARNT[0]
+    if fmt == "instruction":
+        record: dict[str, Any] = {"instruction": question, "input": "Europe", "output": answer}
+    else:
+        turns = [("system", "Be brief."), ("user", question), ("assistant", answer)]
+        record = {"messages": [{"role": role, "content": text} for role, text in turns]}
+    trained_prompt, trained_answer = prompt_and_answer(_encode_record(tokenizer, record, fmt, "test"))
+    ids, expected = encode_prompt(tokenizer, fmt, record, "test")
+    assert ids == trained_prompt and expected == answer
+    assert tokenizer.decode(trained_answer, skip_special_tokens=True) == answer
+    assert trained_answer[-1] == tokenizer.eos_token_id
+
+
+def test_generate_loads_a_store_model_offline(
+    tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmlab.models.store import ModelStore
+
+    monkeypatch.setenv("LLMLAB_MODEL_STORE", str(tmp_path / "store"))
+    (tmp_path / "host.yaml").write_text("{}\n")
+    monkeypatch.setenv("LLMLAB_CONFIG", str(tmp_path / "host.yaml"))
+    snapshot = ModelStore(tmp_path / "store", group=None).import_model(tiny_llama_dir, name="tiny/llama")
+    document = generate_json(capsys, "tiny/llama@main", "--prompt", "hello", "--format", "text")
+    assert document["model"]["path"] == str(snapshot) and document["format"] == "text"
+    assert 1 <= document["results"][0]["tokens"] <= 12
