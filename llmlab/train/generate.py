@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from llmlab.config import ConfigError, HostConfig
+from llmlab.train.modeling import Precision
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ def load_for_generation(spec: str, host: HostConfig, device: str | None = None) 
     if (path / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM
 
-        # The base loads unquantised even for QLoRA (as merge does): generation needs no 4-bit savings here.
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=precision.torch_dtype)
+        model = AutoPeftModelForCausalLM.from_pretrained(
+            path, dtype=precision.torch_dtype, **_quantization(run_config, precision)
+        )
     elif (path / "config.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(path, dtype=precision.torch_dtype)
     else:
@@ -90,8 +92,30 @@ def load_for_generation(spec: str, host: HostConfig, device: str | None = None) 
             f"MODEL: {path} holds neither a model (config.json) nor an adapter (adapter_config.json)"
         )
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model.to(torch.device(device)).eval()
+    if not getattr(model, "is_loaded_in_4bit", False):  # placed by device_map
+        model.to(torch.device(device))
+    model.eval()
     return LoadedModel(spec, path, model, tokenizer, run_config, precision.name)
+
+
+def _quantization(run_config: dict[str, Any] | None, precision) -> dict[str, Any]:
+    """A QLoRA run's adapter goes on the 4-bit base it was trained on (as it fits where training fit)."""
+    if not run_config or run_config.get("method") != "qlora":
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    compute = run_config.get("bnb_4bit_compute_dtype", "auto")
+    return {
+        "device_map": {"": 0 if precision.device == "cuda" else "cpu"},  # bitsandbytes places the weights
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=run_config.get("bnb_4bit_quant_type", "nf4"),
+            bnb_4bit_use_double_quant=run_config.get("bnb_4bit_use_double_quant", True),
+            bnb_4bit_compute_dtype=precision.torch_dtype
+            if compute == "auto"
+            else Precision(compute, precision.device).torch_dtype,
+        ),
+    }
 
 
 def generate(model, tokenizer, prompts: list[list[int]], sampling: Sampling) -> list[Generation]:

@@ -159,3 +159,26 @@ def test_generate_loads_a_store_model_offline(
     document = generate_json(capsys, "tiny/llama@main", "--prompt", "hello", "--format", "text")
     assert document["model"]["path"] == str(snapshot) and document["format"] == "text"
     assert 1 <= document["results"][0]["tokens"] <= 12
+
+
+def test_a_qlora_adapter_is_loaded_on_the_4bit_base_it_was_trained_on(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llmlab.config import HostConfig
+    from llmlab.train.generate import load_for_generation
+
+    run_dir = tmp_path / "qlora-run"
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM")).save_pretrained(
+        run_dir
+    )
+    (run_dir / "train_config.yaml").write_text(yaml.safe_dump({"method": "qlora", "datasets": []}))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (run_dir / name).write_bytes((tiny_llama_dir / name).read_bytes())
+    loaded = load_for_generation(str(run_dir), HostConfig())
+    four_bit = [m for m in loaded.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(four_bit) == 14 and all(m.weight.quant_type == "nf4" for m in four_bit)
