@@ -15,7 +15,7 @@ from llmlab.train.schema import validate_train_config
 
 def diverging_config(model_dir: Path, work: Path, **overrides: Any) -> dict[str, Any]:
     """Train on FACTS, evaluate on the same questions with other answers: as the model learns the format,
-    the eval loss falls; as it memorises the training answers, it rises (minimum at step 9 of 15 here)."""
+    the eval loss falls; as it memorises the training answers, it rises (from step 9 on, here)."""
     answers = [a for _, a in FACTS]
     data = write_jsonl(work / "facts.jsonl", [{"instruction": q, "output": a} for q, a in FACTS])
     wrong = [{"instruction": q, "output": answers[(i + 3) % len(answers)]} for i, (q, _) in enumerate(FACTS)]
@@ -30,32 +30,36 @@ def diverging_config(model_dir: Path, work: Path, **overrides: Any) -> dict[str,
     )
 
 
+@pytest.fixture(scope="module")
+def diverged(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run with save_best and early stopping (patience 2) of at most 30 steps, evaluated every 3."""
+    work = tmp_path_factory.mktemp("diverging")
+    config = diverging_config(
+        tiny_llama_dir, work, save_best=True, save_steps=3, early_stopping_patience=2, max_steps=30
+    )
+    return train(validate_train_config(config, "test")).metrics
+
+
 @pytest.mark.slow
-def test_save_best_keeps_the_lowest_eval_loss_checkpoint_not_the_last(
-    tiny_llama_dir: Path, tmp_path: Path
-) -> None:
-    config = diverging_config(tiny_llama_dir, tmp_path, save_best=True, save_steps=3, max_steps=15)
-    metrics = train(validate_train_config(config, "test")).metrics
-    history = metrics["eval_history"]
+def test_save_best_keeps_the_lowest_eval_loss_checkpoint_not_the_last(diverged: dict[str, Any]) -> None:
+    history = diverged["eval_history"]
     lowest = min(history, key=lambda entry: entry["loss"])
-    best = metrics["best_checkpoint"]
-    assert best["step"] == lowest["step"] < metrics["global_step"] == 15, history
+    best = diverged["best_checkpoint"]
+    assert best["step"] == lowest["step"] < diverged["global_step"], history
     assert history[-1]["loss"] > lowest["loss"]  # it did rise
     assert Path(best["path"]).is_dir() and Path(best["path"]).name == f"checkpoint-{best['step']}"
     assert best["eval_loss"] == pytest.approx(lowest["loss"])
     # The run ends with the best weights: evaluating them again gives the best loss, not the last.
-    assert metrics["eval_loss"] == pytest.approx(lowest["loss"], rel=1e-4)
+    assert diverged["eval_loss"] == pytest.approx(lowest["loss"], rel=1e-4)
 
 
 @pytest.mark.slow
-def test_early_stopping_stops_when_eval_loss_stops_improving(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    config = diverging_config(tiny_llama_dir, tmp_path, early_stopping_patience=2, max_steps=30)
-    metrics = train(validate_train_config(config, "test")).metrics
-    history = metrics["eval_history"]
-    assert metrics["stopped_early"] and metrics["global_step"] < 30
+def test_early_stopping_stops_when_eval_loss_stops_improving(diverged: dict[str, Any]) -> None:
+    history = diverged["eval_history"]
+    assert diverged["stopped_early"] and diverged["global_step"] < 30
     best = min(entry["loss"] for entry in history)
     assert [entry["loss"] > best for entry in history[-2:]] == [True, True], history
-    assert history[-1]["step"] == metrics["global_step"]
+    assert history[-1]["step"] == diverged["global_step"]
 
 
 @pytest.mark.parametrize(
