@@ -9,6 +9,7 @@ on the GPU in the run's precision when there is one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,41 @@ def _quantization(run_config: dict[str, Any] | None, precision) -> dict[str, Any
     }
 
 
-def generate(model, tokenizer, prompts: list[list[int]], sampling: Sampling) -> list[Generation]:
-    """Generate for token-id prompts in batches; each result stops at EOS (kept) or max_new_tokens."""
+OnTokens = Callable[[int, list[int]], None]  # (prompt index, its new tokens so far)
+
+
+class BatchStreamer:
+    """A transformers streamer for a whole batch: hands each row's new tokens, up to EOS, to `on_tokens`.
+
+    transformers' own streamers take one sequence; generate() calls put() with the prompts first, then with
+    each step's tokens (one per row)."""
+
+    def __init__(self, first: int, rows: int, eos: int, on_tokens: OnTokens) -> None:
+        self.first, self.eos, self.on_tokens = first, eos, on_tokens
+        self.rows: list[list[int]] = [[] for _ in range(rows)]
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for i, token in enumerate(value.reshape(-1).tolist()):
+            row = self.rows[i]
+            if row and row[-1] == self.eos:
+                continue
+            row.append(token)
+            self.on_tokens(self.first + i, row)
+
+    def end(self) -> None:
+        pass
+
+
+def generate(
+    model, tokenizer, prompts: list[list[int]], sampling: Sampling, on_tokens: OnTokens | None = None
+) -> list[Generation]:
+    """Generate for token-id prompts in batches; each result stops at EOS (kept) or max_new_tokens.
+
+    `on_tokens` sees every row's tokens as they come (to show them streaming)."""
     import torch
 
     eos = tokenizer.eos_token_id
@@ -138,6 +172,7 @@ def generate(model, tokenizer, prompts: list[list[int]], sampling: Sampling) -> 
             # Left padding, so every prompt's last token sits at the end where generation continues.
             ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+            streamer = BatchStreamer(start, len(batch), eos, on_tokens) if on_tokens else None
             began = time.perf_counter()
             with torch.no_grad():
                 output = model.generate(
@@ -147,6 +182,7 @@ def generate(model, tokenizer, prompts: list[list[int]], sampling: Sampling) -> 
                     pad_token_id=pad,
                     eos_token_id=eos,
                     use_cache=True,
+                    streamer=streamer,
                     **options,
                 )
             seconds = time.perf_counter() - began

@@ -7,6 +7,7 @@ handler. Exit codes: 0 done; 2 bad usage or input (the message names the option 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -106,11 +107,22 @@ def run_generate(args: argparse.Namespace) -> int:
     loaded = [primary] + ([load_for_generation(args.compare, host)] if args.compare else [])
     answers = []
     expected: list[str | None] = []
-    for model in loaded:
-        encoded = [encode_prompt(model.tokenizer, fmt, record, where) for where, record in records]
-        expected = [answer for _, answer in encoded]
-        set_seed(args.seed)  # each model samples from the same random stream
-        answers.append(generate(model.model, model.tokenizer, [ids for ids, _ in encoded], sampling))
+    # On a terminal, answers appear as they are generated; the final table replaces them.
+    partial = [[""] * len(records) for _ in loaded]
+    shown = [_shown_prompt(record) for _, record in records]
+    stream = sys.stdout.isatty() and not args.json
+    with _live(stream, lambda: _partial_table(shown, [_short(m.label) for m in loaded], partial)):
+        for column, model in enumerate(loaded):
+            encoded = [encode_prompt(model.tokenizer, fmt, record, where) for where, record in records]
+            expected = [answer for _, answer in encoded]
+
+            def show(i: int, ids: list[int], column=column, tokenizer=model.tokenizer) -> None:
+                partial[column][i] = tokenizer.decode(ids, skip_special_tokens=True)
+
+            set_seed(args.seed)  # each model samples from the same random stream
+            prompts = [ids for ids, _ in encoded]
+            on_tokens = show if stream else None
+            answers.append(generate(model.model, model.tokenizer, prompts, sampling, on_tokens))
 
     def entry(generation, answer: str | None) -> dict[str, Any]:
         return {
@@ -121,12 +133,8 @@ def run_generate(args: argparse.Namespace) -> int:
         }
 
     results = []
-    for i, (_, record) in enumerate(records):
-        result = {
-            "prompt": _shown_prompt(record),
-            "expected": expected[i],
-            **entry(answers[0][i], expected[i]),
-        }
+    for i, prompt in enumerate(shown):
+        result = {"prompt": prompt, "expected": expected[i], **entry(answers[0][i], expected[i])}
         result["compare"] = entry(answers[1][i], expected[i]) if args.compare else None
         results.append(result)
     document = {
@@ -148,6 +156,27 @@ def run_generate(args: argparse.Namespace) -> int:
     else:
         _print_table(document)
     return 0
+
+
+def _live(enabled: bool, view):
+    """A rich Live display re-rendering `view()` while generating, when enabled; else nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    from rich.live import Live
+
+    return Live(get_renderable=view, transient=True, refresh_per_second=8)
+
+
+def _partial_table(prompts: list[str], labels: list[str], partial: list[list[str]]):
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="generating…")
+    for column in ("prompt", *labels):
+        table.add_column(column)
+    for i, prompt in enumerate(prompts):
+        table.add_row(escape(prompt), *(escape(answers[i]) for answers in partial))
+    return table
 
 
 def _describe(model) -> dict[str, Any]:

@@ -182,3 +182,24 @@ def test_a_qlora_adapter_is_loaded_on_the_4bit_base_it_was_trained_on(
     loaded = load_for_generation(str(run_dir), HostConfig())
     four_bit = [m for m in loaded.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(four_bit) == 14 and all(m.weight.quant_type == "nf4" for m in four_bit)
+
+
+def test_streamed_tokens_end_as_the_returned_answers(tiny_llama_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmlab.train.generate import Sampling, generate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    prompts = [tokenizer(text)["input_ids"] for text in ("Hello!", "The quick brown fox", "Days:")]
+    seen: dict[int, list[list[int]]] = {}
+    results = generate(
+        model,
+        tokenizer,
+        prompts,
+        Sampling(max_new_tokens=6, batch_size=2),
+        lambda i, ids: seen.setdefault(i, []).append(list(ids)),
+    )
+    assert sorted(seen) == [0, 1, 2]
+    for i, result in enumerate(results):
+        assert seen[i][-1] == result.ids and len(seen[i]) == len(result.ids)  # one call per new token
