@@ -84,15 +84,15 @@ def load_for_generation(spec: str, host: HostConfig, device: str | None = None) 
         from peft import AutoPeftModelForCausalLM
 
         model = AutoPeftModelForCausalLM.from_pretrained(
-            path, dtype=precision.torch_dtype, **_quantization(run_config, precision)
+            path, dtype=precision.torch_dtype, local_files_only=True, **_quantization(run_config, precision)
         )
     elif (path / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=precision.torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=precision.torch_dtype, local_files_only=True)
     else:
         raise ConfigError(
             f"MODEL: {path} holds neither a model (config.json) nor an adapter (adapter_config.json)"
         )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)  # never the Hub
     if not getattr(model, "is_loaded_in_4bit", False):  # placed by device_map
         model.to(torch.device(device))
     model.eval()

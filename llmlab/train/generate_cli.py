@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -94,7 +93,6 @@ def run_generate(args: argparse.Namespace) -> int:
     _check_sampling(args)
     records = _records(args)
     host = load_config(args.config)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything loads from disk or the store, never the Hub
 
     from transformers import set_seed
 

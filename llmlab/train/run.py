@@ -4,6 +4,8 @@
 and `metrics.json`; checkpoints go to `output_dir/checkpoint-N`. SIGINT/SIGTERM finish the current optimizer
 step, save a checkpoint and stop; `resume=True` continues from the newest checkpoint with the optimizer,
 scheduler, RNG and data position restored, so the resumed run ends where an uninterrupted one would.
+`train()` reads as its steps: preflight, resolve the base model, prepare the data, build the trainer, train,
+save, collect the metrics (evaluation and provenance included), write them.
 """
 
 from __future__ import annotations
