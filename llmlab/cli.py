@@ -20,6 +20,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "llmlab.config_cli",
     "llmlab.models.cli",
     "llmlab.train.cli",
+    "llmlab.train.generate_cli",
     "llmlab.verify.cli",
 )
 

@@ -25,7 +25,7 @@ def test_help_lists_the_sub_commands():
     result = run_llmlab("--help")
     assert result.returncode == 0
     assert "usage: llmlab" in result.stdout
-    for command in ("verify", "models", "train", "plan"):
+    for command in ("verify", "models", "train", "plan", "generate"):
         assert f"    {command} " in result.stdout, command
 
 

@@ -135,10 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _handler(verb: str, func: Callable) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from llmlab.models.manifest import ManifestError
-        from llmlab.models.store import ModelNotFound, ModelStore, StoreError
+        from llmlab.models.store import ModelNotFound, StoreError, open_store
 
-        config = load_config(args.config)
-        store = ModelStore(args.store or config.model_store, group=config.lab_group)
+        store = open_store(load_config(args.config), args.store)
         try:
             payload, ok, text = func(store, args)
         except ConfigError:

@@ -17,6 +17,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from llmlab import atomic
 from llmlab.models import layout
 from llmlab.models.hashing import hash_files
 from llmlab.models.manifest import Manifest, ManifestError, ManifestFile, content_commit
@@ -141,7 +142,7 @@ def commit_revision(
             try:
                 _place_blobs(store, name, staged, result, progress)
                 _publish_snapshot(store, name, commit, entries)
-                layout.atomic_write(store.manifest_path(name, commit), manifest.to_json())
+                atomic.atomic_write(store.manifest_path(name, commit), manifest.to_json(), layout.META_MODE)
             except BaseException:
                 _remove_own_temp(repo)  # blobs already placed stay as orphans, which gc removes
                 raise
@@ -191,7 +192,7 @@ def _clean_incoming(repo: Path) -> None:
 def _remove_own_temp(repo: Path) -> None:
     for entry in (repo / ".incoming").iterdir():
         # a tarball import removes its own unpack dir (it holds the files being added)
-        if layout.local_owner(entry.name) == os.getpid() and not entry.name.startswith("unpack"):
+        if atomic.local_owner(entry.name) == os.getpid() and not entry.name.startswith("unpack"):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
@@ -211,7 +212,7 @@ def _place_blobs(
             todo.setdefault(item.entry.sha256, item)
     with byte_progress(f"store {name}", sum(s.entry.size for s in todo.values()), progress) as tick:
         for sha, item in todo.items():
-            tmp = repo / ".incoming" / layout.temp_name("blob")
+            tmp = repo / ".incoming" / atomic.temp_name("blob")
             how = _materialise(store, name, item, sha, tmp)
             if how == "copy":
                 result.bytes_copied += item.entry.size
@@ -266,7 +267,7 @@ def _materialise(store: ModelStore, name: str, item: Staged, sha: str, tmp: Path
 
 def _publish_snapshot(store: ModelStore, name: str, commit: str, entries: list[ManifestFile]) -> None:
     repo = store.repo_dir(name)
-    building = repo / ".incoming" / layout.temp_name("snapshot")
+    building = repo / ".incoming" / atomic.temp_name("snapshot")
     building.mkdir()
     for entry in entries:
         link = building.joinpath(*PurePosixPath(entry.path).parts)
@@ -304,7 +305,7 @@ def _set_ref(store: ModelStore, name: str, ref: str, commit: str, first_only: bo
     if current == commit or (first_only and current is not None):
         return False
     layout.make_shared_dir(path.parent)
-    layout.atomic_write(path, commit.encode())
+    atomic.atomic_write(path, commit.encode(), layout.META_MODE)
     return True
 
 
@@ -319,7 +320,7 @@ def _add_tarball(
         if target_name is None:
             raise StoreError(f"{path}: a tarball without {ARCHIVE_MANIFEST} needs --name ORG/NAME")
         repo = store._ensure_repo(target_name)
-        unpacked = repo / ".incoming" / layout.temp_name("unpack")
+        unpacked = repo / ".incoming" / atomic.temp_name("unpack")
         try:
             root = _unpack(archive, members, unpacked, manifest is not None, path, progress)
             if manifest is None:
@@ -397,7 +398,7 @@ def export_model(store: ModelStore, spec: str, output: Path, progress: bool) -> 
     manifest = store.manifest(spec)
     snapshot = store.snapshot_dir(manifest.name, manifest.commit)
     mode = "w:gz" if output.name.endswith((".gz", ".tgz")) else "w"
-    tmp = output.with_name(f".{output.name}.{layout.temp_name('part')}")
+    tmp = output.with_name(f".{output.name}.{atomic.temp_name('part')}")
     try:
         with (
             tarfile.open(tmp, mode) as archive,

@@ -20,11 +20,11 @@ import contextlib
 import grp
 import os
 import re
-import secrets
-import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+
+from llmlab import atomic
 
 REPO_PREFIX = "models--"
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
@@ -100,41 +100,13 @@ def shared_umask() -> Iterator[None]:
         os.umask(previous)
 
 
-def temp_name(prefix: str) -> str:
-    """`prefix-host-pid-random`: whoever finds it later can tell whether its writer is still alive."""
-    return f"{prefix}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def local_owner(name: str) -> int | None:
-    """The pid that made a temp entry, when it was a process of this host; None otherwise."""
-    head = name.rpartition("-")[0]  # drop the random part
-    head, _, pid = head.rpartition("-")
-    if not pid.isdigit() or not head.endswith(f"-{socket.gethostname()}"):
-        return None
-    return int(pid)
-
-
 def is_abandoned(name: str) -> bool:
     """Whether a temp entry was left by a process of this host that no longer runs. Entries of other hosts
     (a store on NFS) are never judged here; `gc --partial-age` removes those by age."""
     import psutil
 
-    pid = local_owner(name)
+    pid = atomic.local_owner(name)
     return pid is not None and pid != os.getpid() and not psutil.pid_exists(pid)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = META_MODE) -> None:
-    """Write a temp file beside `path`, fsync, rename: readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.{temp_name('tmp')}")
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def relative_link(target: Path, link: Path) -> None:

@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from llmlab import atomic
 from llmlab.models import layout
 from llmlab.models.hashing import git_blob_sha1, hash_files
 from llmlab.models.ingest import MODEL_MARKERS, add_directory, point_refs
@@ -76,7 +77,7 @@ def _adopt_staging(incoming: Path) -> Path:
     """This pull's private download cache: a killed pull's cache renamed to ours (so its finished files are
     not fetched again), else a new one. Named per process, so that pulls which the lock fails to keep apart
     (NFS) never move files out of each other's caches."""
-    staging = incoming / layout.temp_name("hub")
+    staging = incoming / atomic.temp_name("hub")
     abandoned = [p for p in incoming.glob("hub-*") if layout.is_abandoned(p.name)]
     for index, old in enumerate(sorted(abandoned, key=_tree_bytes, reverse=True)):
         if index == 0:

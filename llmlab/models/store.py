@@ -14,12 +14,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from llmlab import atomic
 from llmlab.models import layout
 from llmlab.models.hashing import hash_files
 from llmlab.models.manifest import Manifest, ManifestError, ManifestFile
 from llmlab.models.progress import byte_progress
+
+if TYPE_CHECKING:
+    from llmlab.config import HostConfig
 
 LinkMode = Literal["copy", "hardlink", "move"]
 
@@ -125,6 +129,12 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     if revision:
         layout.check_ref(revision)
     return name, revision or None
+
+
+def open_store(host: HostConfig, root: Path | None = None) -> ModelStore:
+    """The host's model store (or the one at `root`), shared with the host's lab group: the one place a
+    command turns its host config into a store."""
+    return ModelStore(root or host.model_store, group=host.lab_group)
 
 
 class ModelStore:
@@ -418,7 +428,7 @@ class ModelStore:
         """Rename a directory into `.incoming` then delete it, so it vanishes from its place atomically."""
         if not path.exists():
             return
-        trash = path.parents[1] / ".incoming" / layout.temp_name("trash")
+        trash = path.parents[1] / ".incoming" / atomic.temp_name("trash")
         layout.make_shared_dir(trash.parent)
         os.rename(path, trash)
         shutil.rmtree(trash, ignore_errors=True)

@@ -13,28 +13,57 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmlab.config import ConfigError
+from llmlab.config import ConfigError, load_config
 
 EXIT_USAGE = 2
+
+
+class _AnyWord:
+    """argparse's choices for `llmlab train`: any word passes, since a word that is no verb is the
+    CONFIG.yaml of the default verb `run` (see _ConfigOrVerb)."""
+
+    def __init__(self, verbs: dict[str, argparse.ArgumentParser]) -> None:
+        self.verbs = verbs
+
+    def __contains__(self, word: object) -> bool:
+        return True
+
+    def __iter__(self):
+        return iter(self.verbs)
+
+
+class _ConfigOrVerb(argparse._SubParsersAction):
+    """`llmlab train merge ...` names a verb; anything else (`llmlab train CONFIG.yaml ...`) means `run`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = _AnyWord(self._name_parser_map)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values and values[0] not in self._name_parser_map:
+            values = ["run", *values]
+        super().__call__(parser, namespace, values, option_string)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
         help="fine-tune a model (full, LoRA, QLoRA) from one YAML config",
-        description="Fine-tune from CONFIG.yaml; `key=value` arguments override config keys. "
-        "`llmlab train merge OUTPUT_DIR` merges a trained adapter into its base model.",
-    )
-    train.add_argument("config_file", metavar="CONFIG.yaml", nargs="?", help="training config (or `merge`)")
-    train.add_argument("overrides", metavar="key=value", nargs="*", help="override a config key")
-    train.add_argument(
-        "--resume", action="store_true", help="continue from the newest checkpoint in output_dir"
+        description="`llmlab train CONFIG.yaml [key=value ...]` fine-tunes as CONFIG.yaml says (`key=value` "
+        "overrides a config key); `llmlab train merge OUTPUT_DIR` merges a trained adapter into its base.",
     )
     train.add_argument("--print-schema", action="store_true", help="print the config's JSON schema and exit")
-    train.add_argument(
-        "--json", action="store_true", help="print metrics.json to stdout (progress on stderr)"
+    train.set_defaults(handler=_schema_or_usage, config_error_exit=EXIT_USAGE)
+    verbs = train.add_subparsers(dest="train_verb", metavar="{CONFIG.yaml,merge}", action=_ConfigOrVerb)
+
+    run = verbs.add_parser("run", help="train from CONFIG.yaml (`run` may be left out)")
+    run.add_argument("config_file", metavar="CONFIG.yaml", help="training config")
+    run.add_argument("overrides", metavar="key=value", nargs="*", help="override a config key")
+    run.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in output_dir"
     )
-    launch = train.add_argument_group("multi-process launch (prints the command, runs nothing)")
+    run.add_argument("--json", action="store_true", help="print metrics.json to stdout (progress on stderr)")
+    launch = run.add_argument_group("multi-process launch (prints the command, runs nothing)")
     launch.add_argument(
         "--launch-command", action="store_true", help="print the torchrun command for this run"
     )
@@ -43,12 +72,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     launch.add_argument("--node-rank", type=int, default=0, help="this node's rank (0 = the master)")
     launch.add_argument("--master-addr", default="127.0.0.1", help="address of the rank-0 node")
     launch.add_argument("--master-port", type=int, default=29500, help="rendezvous port on the rank-0 node")
-    merge = train.add_argument_group("merge (llmlab train merge OUTPUT_DIR)")
+    run.set_defaults(handler=run_train)
+
+    merge = verbs.add_parser("merge", help="merge a trained LoRA/QLoRA adapter into its base model")
+    merge.add_argument("run_dir", type=Path, metavar="OUTPUT_DIR", help="the output_dir of a lora/qlora run")
     merge.add_argument(
         "--to", type=Path, default=None, help="where to write the merged model (OUTPUT_DIR/merged)"
     )
     merge.add_argument("--register", metavar="NAME", default=None, help="also import it into the model store")
-    train.set_defaults(handler=run_train, config_error_exit=EXIT_USAGE)
+    merge.set_defaults(handler=run_merge)
 
     plan = subparsers.add_parser(
         "plan",
@@ -61,19 +93,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan.set_defaults(handler=run_plan, config_error_exit=EXIT_USAGE)
 
 
-def run_train(args: argparse.Namespace) -> int:
-    if args.print_schema:
-        from llmlab.train.schema import config_schema
-
-        print(json.dumps(config_schema(), indent=2))
-        return 0
-    if args.config_file is None:
+def _schema_or_usage(args: argparse.Namespace) -> int:
+    if not args.print_schema:
         raise ConfigError("train: a CONFIG.yaml is required (or --print-schema, or `merge OUTPUT_DIR`)")
-    if args.config_file == "merge":
-        return _merge(args)
-    if args.to or args.register:
-        raise ConfigError("train: --to and --register belong to `llmlab train merge OUTPUT_DIR`")
+    from llmlab.train.schema import config_schema
 
+    print(json.dumps(config_schema(), indent=2))
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
     from llmlab.train.schema import load_train_config
 
     config_path = Path(args.config_file)
@@ -90,15 +119,17 @@ def run_train(args: argparse.Namespace) -> int:
             args.master_addr,
             args.master_port,
             args.resume,
+            host_config=args.config,
         )
         print(format_command(command))
         return 0
 
     from llmlab.train.run import is_main_process, train
 
+    host = load_config(args.config)
     progress = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
     with progress:
-        result = train(cfg, resume=args.resume, host_config=args.config)
+        result = train(cfg, host, resume=args.resume)
     metrics = result.metrics
     if not is_main_process():
         return result.exit_code
@@ -117,18 +148,17 @@ def run_train(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _merge(args: argparse.Namespace) -> int:
-    if len(args.overrides) != 1:
-        raise ConfigError("train merge: expected exactly one OUTPUT_DIR (the output_dir of a lora/qlora run)")
+def run_merge(args: argparse.Namespace) -> int:
     from llmlab.train.merge import merge_adapter, register_merged
 
-    merged = merge_adapter(Path(args.overrides[0]), args.to)
+    host = load_config(args.config) if args.register else None
+    merged = merge_adapter(args.run_dir, args.to)
     print(f"llmlab train merge: merged model in {merged}")
-    if args.register:
+    if host is not None:
         from llmlab.models.store import StoreError
 
         try:
-            stored = register_merged(merged, args.register, args.config)
+            stored = register_merged(merged, args.register, host)
         except (StoreError, ValueError) as exc:
             print(f"llmlab train merge: could not register {args.register!r}: {exc}", file=sys.stderr)
             return 1
@@ -142,7 +172,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from llmlab.train.schema import load_train_config
 
     cfg = load_train_config(Path(args.config_file), args.overrides)
-    plan = make_plan(cfg, resolve_base_model(cfg.base_model, args.config))
+    plan = make_plan(cfg, resolve_base_model(cfg.base_model, load_config(args.config)).path)
     if args.json:
         print(json.dumps(plan, indent=2))
     else:

@@ -64,9 +64,13 @@ def encode_text(tokenizer, text: str) -> Example:
     return {"input_ids": ids, "labels": [IGNORE, *ids[1:]]}
 
 
-def encode_instruction(tokenizer, instruction: str, input_text: str, output: str) -> Example:
+def instruction_prompt(instruction: str, input_text: str = "") -> str:
     template = ALPACA_PROMPT_WITH_INPUT if input_text else ALPACA_PROMPT
-    prompt = tokenizer(template.format(instruction=instruction, input=input_text), add_special_tokens=True)
+    return template.format(instruction=instruction, input=input_text)
+
+
+def encode_instruction(tokenizer, instruction: str, input_text: str, output: str) -> Example:
+    prompt = tokenizer(instruction_prompt(instruction, input_text), add_special_tokens=True)
     response = tokenizer(output, add_special_tokens=False)
     prompt_ids = prompt["input_ids"]
     response_ids = [*response["input_ids"], tokenizer.eos_token_id]
@@ -104,6 +108,39 @@ def encode_chat(tokenizer, messages: list[dict[str, str]]) -> Example:
         labels.append(tokenizer.eos_token_id)
     labels[0] = IGNORE
     return {"input_ids": ids, "labels": labels}
+
+
+def encode_prompt(tokenizer, fmt: str, record: dict[str, Any], where: str) -> tuple[list[int], str | None]:
+    """A record's prompt tokenized as training tokenized it, and its expected answer when it has one.
+
+    `record` is a line of the format (`output` or a final assistant turn is the expected answer), or
+    `{"prompt": TEXT}`: the instruction, the user's message, or the text itself.
+    """
+    if "prompt" in record:
+        text = _field(record, "prompt", where, fmt)
+        record = {"instruction": text, "text": text, "messages": [{"role": "user", "content": text}]}
+    if fmt == "text":
+        return tokenizer(_field(record, "text", where, fmt), add_special_tokens=True)["input_ids"], None
+    if fmt == "instruction":
+        prompt = instruction_prompt(
+            _field(record, "instruction", where, fmt), _field(record, "input", where, fmt, required=False)
+        )
+        return tokenizer(prompt, add_special_tokens=True)["input_ids"], record.get("output")
+    messages = list(record.get("messages") or [])
+    expected = messages.pop()["content"] if messages and messages[-1].get("role") == "assistant" else None
+    if not messages:
+        raise ConfigError(f"{where}: format 'chat' needs at least one message before the answer")
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"], expected
+
+
+def prompt_and_answer(example: Example) -> tuple[list[int], list[int]]:
+    """Split an encoded instruction/chat example at its first answer: the tokens before the first labelled
+    token (what the model is asked) and that labelled run (what it should answer, EOS included)."""
+    labels = example["labels"]
+    start = next(i for i, label in enumerate(labels) if i > 0 and label != IGNORE)
+    end = next((i for i in range(start, len(labels)) if labels[i] == IGNORE), len(labels))
+    return example["input_ids"][:start], example["input_ids"][start:end]
 
 
 def _encode_record(tokenizer, record: dict[str, Any], fmt: str, where: str) -> Example:

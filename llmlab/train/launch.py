@@ -26,11 +26,13 @@ def launch_command(
     master_addr: str = "127.0.0.1",
     master_port: int = 29500,
     resume: bool = False,
+    host_config: Path | None = None,
 ) -> list[str]:
     """The torchrun invocation that runs this config on `nproc` processes on each of `nnodes` nodes.
 
     One node: `--standalone` (a local rendezvous, any free port). Several: a static master address and port
     that every node's command shares, and this node's rank (the train playbook fills in both per host).
+    Every rank reads the host config this command was given (`--config`), not the default one.
     """
     if nproc < 1 or nnodes < 1 or not 0 <= node_rank < nnodes:
         raise ConfigError(
@@ -48,7 +50,10 @@ def launch_command(
             f"--master_addr={master_addr}",
             f"--master_port={master_port}",
         ]
-    command += ["-m", "llmlab.cli", "train", str(config_path.resolve()), *overrides]
+    command += ["-m", "llmlab.cli"]
+    if host_config is not None:
+        command += ["--config", str(host_config.resolve())]
+    command += ["train", str(config_path.resolve()), *overrides]
     if resume:
         command.append("--resume")
     return command

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from llmlab.config import ConfigError, load_config
+from llmlab.config import ConfigError, HostConfig
+from llmlab.train.run import CONFIG_FILE
 
 
 def merge_adapter(run_dir: Path, destination: Path | None = None) -> Path:
@@ -26,13 +28,13 @@ def merge_adapter(run_dir: Path, destination: Path | None = None) -> Path:
     merged = model.merge_and_unload()
     merged.save_pretrained(destination)
     AutoTokenizer.from_pretrained(run_dir).save_pretrained(destination)
+    if (run_dir / CONFIG_FILE).is_file():  # so `llmlab generate` formats prompts as the run was trained
+        shutil.copyfile(run_dir / CONFIG_FILE, destination / CONFIG_FILE)
     return destination
 
 
-def register_merged(model_dir: Path, name: str, host_config: Path | None = None) -> Path:
+def register_merged(model_dir: Path, name: str, host: HostConfig) -> Path:
     """Import a merged model into the host's model store under `name`; returns its path in the store."""
-    from llmlab.models.store import ModelStore
+    from llmlab.models.store import open_store
 
-    host = load_config(host_config)
-    store = ModelStore(host.model_store, group=host.lab_group)
-    return Path(store.import_model(model_dir, name=name))
+    return Path(open_store(host).import_model(model_dir, name=name))

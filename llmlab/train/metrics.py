@@ -62,5 +62,19 @@ def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [{"step": entry["step"], "loss": entry["loss"]} for entry in log_history if "loss" in entry]
 
 
+def eval_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every evaluation the Trainer logged: step, loss, perplexity and (with eval_generate) exact match."""
+    return [
+        {
+            "step": entry["step"],
+            "loss": entry["eval_loss"],
+            "perplexity": perplexity(entry["eval_loss"]),
+            "exact_match": entry.get("eval_exact_match"),
+        }
+        for entry in log_history
+        if "eval_loss" in entry
+    ]
+
+
 def perplexity(loss: float | None) -> float | None:
     return None if loss is None else math.exp(min(loss, 700.0))  # capped: JSON has no infinity

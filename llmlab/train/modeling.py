@@ -6,31 +6,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmlab.config import ConfigError, load_config
+from llmlab.config import ConfigError, HostConfig
 from llmlab.train.schema import TrainConfig
 
 
-def resolve_base_model(name: str, host_config: Path | None = None) -> Path:
-    """A directory as given, else the model store's copy of `name`; ConfigError when neither exists."""
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model name led: the directory to load, and for a store name the store commit it resolved to."""
+
+    path: Path
+    store_commit: str | None = None
+
+
+def resolve_base_model(name: str, host: HostConfig, key: str = "base_model") -> ResolvedModel:
+    """A directory as given, else the model store's copy of `name[@rev]`; ConfigError (naming `key`) when
+    neither exists."""
     candidate = Path(name).expanduser()
     if candidate.is_dir():
-        return candidate.resolve()
-    host = load_config(host_config)
+        return ResolvedModel(candidate.resolve())
+    from llmlab.models.store import ModelNotFound, open_store
+
     try:
-        from llmlab.models.store import ModelNotFound, ModelStore
-    except ImportError:
+        snapshot = open_store(host).resolve(name)
+    except ModelNotFound as exc:
         raise ConfigError(
-            f"base_model: not a directory, and the model store is unavailable here (got {name!r})"
+            f"{key}: not a directory and not in the model store at {host.model_store} (got {name!r}): "
+            f"{exc}; add it with `llmlab models pull` or give a path"
         ) from None
-    try:
-        return Path(ModelStore(host.model_store, group=host.lab_group).resolve(name))
-    except ValueError as exc:  # not a valid store name either
-        raise ConfigError(f"base_model: not a directory, and {exc} (got {name!r})") from None
-    except ModelNotFound:
-        raise ConfigError(
-            f"base_model: not a directory and not in the model store at {host.model_store} (got {name!r}); "
-            "add it with `llmlab models pull` or give a path"
-        ) from None
+    return ResolvedModel(snapshot, store_commit=snapshot.name)  # snapshots/<commit> (layout.py)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,13 @@
 and `metrics.json`; checkpoints go to `output_dir/checkpoint-N`. SIGINT/SIGTERM finish the current optimizer
 step, save a checkpoint and stop; `resume=True` continues from the newest checkpoint with the optimizer,
 scheduler, RNG and data position restored, so the resumed run ends where an uninterrupted one would.
+`train()` reads as its steps: preflight, resolve the base model, prepare the data, build the trainer, train,
+save, collect the metrics (evaluation and provenance included), write them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -19,7 +22,10 @@ from typing import Any
 
 import yaml
 
-from llmlab.config import ConfigError
+from llmlab.atomic import atomic_write
+from llmlab.config import ConfigError, HostConfig, load_config
+from llmlab.train.data import Example
+from llmlab.train.modeling import ResolvedModel
 from llmlab.train.schema import TrainConfig
 
 METRICS_SCHEMA_VERSION = 1
@@ -79,22 +85,32 @@ def _tracking_environment(cfg: TrainConfig, host_tracking_uri: str | None) -> No
         os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", cfg.output_dir.name)
 
 
+@functools.cache
 def _make_trainer_classes():
     """Trainer subclass and callback, defined lazily so importing this module does not import transformers."""
     import torch
     from transformers import Trainer, TrainerCallback
 
     class CountingTrainer(Trainer):
-        """Counts real and padding token slots of the training batches (for padding efficiency)."""
+        """Counts real and padding token slots of the training batches (for padding efficiency), and adds
+        `exact_match` to each evaluation's metrics when given a probe (before they are logged, compared for
+        the best checkpoint, or seen by early stopping)."""
 
         real_tokens = 0
         token_slots = 0
+        probe: ExactMatchProbe | None = None
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             ids = inputs["input_ids"]
             self.token_slots += ids.numel()
             self.real_tokens += int((ids != self.processing_class.pad_token_id).sum())
             return super().training_step(model, inputs, num_items_in_batch)
+
+        def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
+            output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+            if self.probe is not None:
+                output.metrics[f"{metric_key_prefix}_exact_match"] = self.probe(self.model)
+            return output
 
     class GracefulStop(TrainerCallback):
         """First SIGINT/SIGTERM: finish the step, checkpoint, stop. A second SIGINT aborts at once."""
@@ -148,7 +164,7 @@ def replica_checksums(model, device) -> list[list[float]]:
     return [t.tolist() for t in gathered]
 
 
-def training_arguments(cfg: TrainConfig, precision, eval_enabled: bool):
+def training_arguments(cfg: TrainConfig, precision):
     from transformers import TrainingArguments
 
     from llmlab.train.launch import distributed_arguments
@@ -176,8 +192,14 @@ def training_arguments(cfg: TrainConfig, precision, eval_enabled: bool):
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps,
-        eval_strategy="no",
-        do_eval=eval_enabled,
+        eval_strategy="steps" if cfg.eval_steps else "no",
+        eval_steps=cfg.eval_steps,
+        do_eval=cfg.has_eval,
+        # The Trainer's own best-checkpoint machinery: it keeps that checkpoint through save_total_limit's
+        # rotation and loads it at the end; early stopping compares the same metric.
+        load_best_model_at_end=cfg.save_best,
+        metric_for_best_model="eval_loss" if cfg.save_best or cfg.early_stopping_patience else None,
+        greater_is_better=False if cfg.save_best or cfg.early_stopping_patience else None,
         report_to=[] if cfg.tracking == "none" else [cfg.tracking],
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
@@ -189,32 +211,49 @@ def training_arguments(cfg: TrainConfig, precision, eval_enabled: bool):
     )
 
 
-def _write_outputs(cfg: TrainConfig, metrics: dict[str, Any]) -> None:
-    cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.output_dir / CONFIG_FILE).write_text(
-        yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
-    )
-    (cfg.output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+class ExactMatchProbe:
+    """Greedy answers for the first `limit` eval examples against their expected answers (EOS included)."""
+
+    def __init__(self, examples: list[Example], tokenizer, limit: int) -> None:
+        from llmlab.train.data import prompt_and_answer
+
+        pairs = [prompt_and_answer(example) for example in examples[:limit]]
+        self.prompts = [prompt for prompt, _ in pairs]
+        self.answers = [answer for _, answer in pairs]
+        self.tokenizer = tokenizer
+
+    def __call__(self, model) -> float:
+        from llmlab.train.generate import Sampling, generate
+
+        longest = max(len(answer) for answer in self.answers)
+        generated = generate(model, self.tokenizer, self.prompts, Sampling(max_new_tokens=longest))
+        hits = sum(g.ids == answer for g, answer in zip(generated, self.answers, strict=True))
+        return hits / len(self.answers)
 
 
 @dataclass
 class PreparedData:
-    train_rows: list[dict[str, list[int]]]
-    eval_rows: list[dict[str, list[int]]]
+    train_rows: list[Example]
+    eval_rows: list[Example]
+    eval_examples: list[Example]  # before packing: what eval_generate asks
     collator: Any
     n_train: int
-    n_eval: int
     dropped: int
 
 
 def prepare_data(cfg: TrainConfig, tokenizer) -> PreparedData:
-    """Tokenize, split off the eval set, and pack (or pad per batch) as the config says."""
+    """Tokenize, split off the eval set (plus eval_datasets), and pack (or pad per batch) as configured."""
     from llmlab.train import data as datamod
 
     encoded = datamod.encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len)
-    if encoded.dropped_too_long:
-        say(f"dropped {encoded.dropped_too_long} examples longer than sequence_len={cfg.sequence_len}")
+    dropped = encoded.dropped_too_long
     train_examples, eval_examples = datamod.split_eval(encoded.examples, cfg.eval_split, cfg.seed)
+    if cfg.eval_datasets:
+        held = datamod.encode_datasets(tokenizer, cfg.eval_datasets, cfg.sequence_len)
+        eval_examples += held.examples
+        dropped += held.dropped_too_long
+    if dropped:
+        say(f"dropped {dropped} examples longer than sequence_len={cfg.sequence_len}")
     if cfg.packing:
         train_rows = datamod.pack(train_examples, cfg.sequence_len)
         eval_rows = datamod.pack(eval_examples, cfg.sequence_len) if eval_examples else []
@@ -225,44 +264,35 @@ def prepare_data(cfg: TrainConfig, tokenizer) -> PreparedData:
         f"{len(train_examples)} training examples in {len(train_rows)} rows, "
         f"{len(eval_examples)} for evaluation"
     )
-    return PreparedData(
-        train_rows, eval_rows, collator, len(train_examples), len(eval_examples), encoded.dropped_too_long
-    )
+    return PreparedData(train_rows, eval_rows, eval_examples, collator, len(train_examples), dropped)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = None) -> RunResult:
-    """Run (or resume) training as `cfg` says; ConfigError for bad input found while loading."""
-    from llmlab.config import load_config
+@dataclass
+class Session:
+    """Everything a run builds before its first step."""
+
+    trainer: Any
+    args: Any
+    precision: Any
+    trainable: int
+    total: int
+    rss_before_model: int
+
+
+def build_trainer(cfg: TrainConfig, model_dir: Path, precision, tokenizer, data: PreparedData) -> Session:
     from llmlab.train.metrics import current_rss_bytes
-
-    preflight(cfg, resume)
-    from llmlab.train.modeling import resolve_base_model
-
-    model_dir = resolve_base_model(cfg.base_model, host_config)
-    _tracking_environment(cfg, load_config(host_config).tracking_uri)
-    started = time.monotonic()
-
-    from transformers import set_seed
-
-    from llmlab.train import metrics as metricsmod
-    from llmlab.train.modeling import choose_precision, load_model, load_tokenizer, parameter_counts
-
-    set_seed(cfg.seed)
-    precision = choose_precision(cfg.precision)
-    tokenizer = load_tokenizer(model_dir)
-    data = prepare_data(cfg, tokenizer)
+    from llmlab.train.modeling import load_model, parameter_counts
 
     # Libraries are imported and the Trainer's state is set up before the baseline, so that the memory
     # metrics (and `llmlab plan`'s check against them) count the model and its training state, not code.
-    CountingTrainer, GracefulStop = _make_trainer_classes()
-    args = training_arguments(cfg, precision, bool(data.eval_rows))
+    CountingTrainer, _ = _make_trainer_classes()
+    args = training_arguments(cfg, precision)
     if cfg.method != "full":
         import peft  # noqa: F401
     rss_before_model = current_rss_bytes()
     model = load_model(cfg, model_dir, tokenizer, precision)
     trainable, total = parameter_counts(model)
     say(f"{cfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
-
     trainer = CountingTrainer(
         model=model,
         args=args,
@@ -271,21 +301,74 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
         data_collator=data.collator,
         processing_class=tokenizer,
     )
+    if cfg.eval_generate:
+        trainer.probe = ExactMatchProbe(data.eval_examples, tokenizer, cfg.eval_generate)
+    if cfg.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    return Session(trainer, args, precision, trainable, total, rss_before_model)
+
+
+def run_training(trainer, resume: bool) -> tuple[Any, int | None]:
+    """Train; returns the Trainer's output and the signal that stopped it early, if one did."""
+    _, GracefulStop = _make_trainer_classes()
     stopper = GracefulStop()  # from here on, a signal means "checkpoint and stop"
     trainer.add_callback(stopper)
     try:
         output = trainer.train(resume_from_checkpoint=True if resume else None)
     finally:
         stopper.restore()
-    interrupted = stopper.received
-    eval_loss = None
-    if data.eval_rows and not interrupted:
-        eval_loss = trainer.evaluate()["eval_loss"]
-    if not interrupted:
-        trainer.save_model(str(cfg.output_dir))
+    return output, stopper.received
 
+
+def evaluation_metrics(cfg: TrainConfig, trainer, interrupted: int | None) -> dict[str, Any]:
+    """The final model's eval loss (the best checkpoint's with save_best), every evaluation of the run,
+    and the best checkpoint."""
+    from llmlab.train.metrics import eval_history, perplexity
+
+    final: dict[str, Any] = {}
+    if cfg.has_eval and not interrupted:
+        final = trainer.evaluate()
+    history = eval_history(trainer.state.log_history)
+    if cfg.eval_steps and final:
+        history = history[:-1]  # the end-of-run evaluation is reported on its own, below
+    best = None
+    if cfg.save_best and trainer.state.best_model_checkpoint:
+        best = {
+            "path": trainer.state.best_model_checkpoint,
+            "step": int(Path(trainer.state.best_model_checkpoint).name.split("-")[-1]),
+            "eval_loss": trainer.state.best_metric,
+        }
+    return {
+        "eval_loss": final.get("eval_loss"),
+        "eval_perplexity": perplexity(final.get("eval_loss")),
+        "eval_exact_match": final.get("eval_exact_match"),
+        "eval_history": history,
+        "best_checkpoint": best,
+        "stopped_early": bool(
+            cfg.early_stopping_patience
+            and not interrupted
+            and trainer.state.global_step < trainer.state.max_steps
+        ),
+    }
+
+
+def collect_metrics(
+    cfg: TrainConfig,
+    base: ResolvedModel,
+    data: PreparedData,
+    session: Session,
+    output,
+    interrupted: int | None,
+    started: float,
+) -> dict[str, Any]:
     import torch
 
+    from llmlab.train import metrics as metricsmod
+    from llmlab.train.provenance import provenance
+
+    trainer, args, precision = session.trainer, session.args, session.precision
     counts = torch.tensor([trainer.real_tokens, trainer.token_slots], dtype=torch.float64, device=args.device)
     if args.world_size > 1:
         torch.distributed.all_reduce(counts)
@@ -295,30 +378,30 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
     device_name = torch.cuda.get_device_name() if precision.device == "cuda" else "cpu"
     curve = metricsmod.loss_curve(trainer.state.log_history)
     memory = metricsmod.peak_memory(precision.device)
-    memory["rss_before_model_bytes"] = rss_before_model
+    memory["rss_before_model_bytes"] = session.rss_before_model
+    evaluation = evaluation_metrics(cfg, trainer, interrupted)
     metrics: dict[str, Any] = {
         "schema_version": METRICS_SCHEMA_VERSION,
         "status": f"interrupted by {signal.Signals(interrupted).name}" if interrupted else "completed",
         "checkpoint": str(checkpoints(cfg.output_dir)[-1]) if interrupted else None,
         "method": cfg.method,
-        "base_model": str(model_dir),
+        "base_model": str(base.path),
         "device": device_name,
         "precision": precision.name,
         "world_size": args.world_size,
         "global_step": trainer.state.global_step,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
+        "trainable_parameters": session.trainable,
+        "total_parameters": session.total,
         "loss_curve": curve,
         "initial_loss": curve[0]["loss"] if curve else None,
         "final_loss": curve[-1]["loss"] if curve else None,
-        "eval_loss": eval_loss,
-        "eval_perplexity": metricsmod.perplexity(eval_loss),
+        **evaluation,
         "train_runtime_seconds": runtime,
         "wall_time_seconds": time.monotonic() - started,
         "tokens_per_second": tokens_per_second,
         "trained_tokens": int(real_tokens),
         "padding_efficiency": real_tokens / slots if slots else None,
-        "examples": {"train": data.n_train, "eval": data.n_eval, "dropped": data.dropped},
+        "examples": {"train": data.n_train, "eval": len(data.eval_examples), "dropped": data.dropped},
         "memory": memory,
     }
     if args.world_size > 1:
@@ -326,12 +409,47 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
         metrics["replica_checksums"] = checksums
         metrics["replicas_in_sync"] = all(c == checksums[0] for c in checksums)
     if precision.device == "cuda":
-        base_params = total - trainable if cfg.method != "full" else total
+        base_params = session.total - session.trainable if cfg.method != "full" else session.total
         metrics["mfu"] = metricsmod.mfu_estimate(
             cfg.method, base_params, tokens_per_second, args.world_size, precision.name, device_name
         )
-    if trainer.is_world_process_zero():
+    metrics["provenance"] = provenance(cfg, base.path, base.store_commit, precision.device)
+    return metrics
+
+
+def write_outputs(cfg: TrainConfig, metrics: dict[str, Any]) -> None:
+    """The resolved config, then metrics.json last and atomically: its presence means the run ended."""
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(cfg.output_dir / CONFIG_FILE, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    atomic_write(cfg.output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+
+
+def train(cfg: TrainConfig, host: HostConfig | None = None, *, resume: bool = False) -> RunResult:
+    """Run (or resume) training as `cfg` says; ConfigError for bad input found while loading.
+
+    `host` is the host config of the calling command (default: the one in force, loaded here).
+    """
+    from llmlab.train.modeling import choose_precision, load_tokenizer, resolve_base_model
+
+    host = host or load_config()
+    preflight(cfg, resume)
+    base = resolve_base_model(cfg.base_model, host)
+    _tracking_environment(cfg, host.tracking_uri)
+    started = time.monotonic()
+
+    from transformers import set_seed  # after the checks above, which fail fast without it
+
+    set_seed(cfg.seed)
+    precision = choose_precision(cfg.precision)
+    tokenizer = load_tokenizer(base.path)
+    data = prepare_data(cfg, tokenizer)
+    session = build_trainer(cfg, base.path, precision, tokenizer, data)
+    output, interrupted = run_training(session.trainer, resume)
+    if not interrupted:
+        session.trainer.save_model(str(cfg.output_dir))  # with save_best: the best checkpoint's weights
+    metrics = collect_metrics(cfg, base, data, session, output, interrupted, started)
+    if session.trainer.is_world_process_zero():
         if not interrupted:
             tokenizer.save_pretrained(cfg.output_dir)
-        _write_outputs(cfg, metrics)
+        write_outputs(cfg, metrics)
     return RunResult(metrics=metrics, interrupted_by=interrupted)

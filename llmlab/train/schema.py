@@ -96,6 +96,21 @@ class TrainConfig(StrictModel):
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 disables it.")
     seed: int = 42
     eval_split: float = Field(0.0, ge=0, lt=1, description="Fraction of examples held out for evaluation.")
+    eval_datasets: list[DatasetSpec] = Field(
+        default_factory=list, description="Evaluation files (same formats), used besides eval_split."
+    )
+    eval_steps: int | None = Field(
+        None, ge=1, description="Evaluate every N optimizer steps; none: once, at the end."
+    )
+    save_best: bool = Field(
+        False, description="Keep the checkpoint with the lowest eval loss and end the run with its weights."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without a lower eval loss."
+    )
+    eval_generate: int = Field(
+        0, ge=0, description="At each evaluation, generate for this many eval examples; report exact match."
+    )
 
     precision: Precision = Field(
         "auto", description="auto: bf16 on GPUs that support it, else fp16; fp32 on CPU."
@@ -124,13 +139,46 @@ class TrainConfig(StrictModel):
     def _absolute(cls, path: Path) -> Path:
         return path.resolve()
 
+    @property
+    def has_eval(self) -> bool:
+        return self.eval_split > 0 or bool(self.eval_datasets)
+
     @model_validator(mode="after")
     def _compatible(self) -> TrainConfig:
         if self.method == "qlora" and self.distributed == "fsdp":
             raise ValueError(
                 "distributed: fsdp does not shard 4-bit weights here; use ddp or deepspeed_zero2 for qlora"
             )
+        self._check_evaluation()
         return self
+
+    def _check_evaluation(self) -> None:
+        periodic = {
+            "eval_steps": self.eval_steps is not None,
+            "save_best": self.save_best,
+            "early_stopping_patience": self.early_stopping_patience is not None,
+            "eval_generate": self.eval_generate > 0,
+        }
+        for key, used in periodic.items():
+            if used and not self.has_eval:
+                raise ValueError(f"{key}: needs evaluation data; set eval_split or eval_datasets")
+        for key in ("save_best", "early_stopping_patience"):
+            if periodic[key] and self.eval_steps is None:
+                raise ValueError(f"{key}: needs eval_steps (how often to evaluate)")
+        # The Trainer keeps the best checkpoint only among those it saves at an evaluation.
+        if self.save_best and self.eval_steps and self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"save_best: save_steps ({self.save_steps}) must be a multiple of "
+                f"eval_steps ({self.eval_steps})"
+            )
+        if self.eval_generate:
+            sources = [*(self.datasets if self.eval_split else []), *self.eval_datasets]
+            texts = [str(spec.path) for spec in sources if spec.format == "text"]
+            if texts:
+                raise ValueError(
+                    "eval_generate: needs instruction or chat eval data, which has an expected answer; "
+                    f"format 'text' has none ({', '.join(texts)})"
+                )
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

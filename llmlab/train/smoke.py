@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llmlab.config import HostConfig
 from llmlab.train.schema import validate_train_config
 
 SMOKE_FACTS = (
@@ -24,8 +25,10 @@ SMOKE_FACTS = (
 )
 
 
-def run_smoke(workdir: Path, steps: int = 8) -> dict[str, Any]:
-    """Train `steps` LoRA steps in `workdir`; returns initial/final loss, device, seconds, tokens/s."""
+def run_smoke(workdir: Path, steps: int = 8, host: HostConfig | None = None) -> dict[str, Any]:
+    """Train `steps` LoRA steps in `workdir`; returns initial/final loss, device, seconds, tokens/s.
+
+    `host`: the calling command's host config (verify's), so it is not loaded a second time."""
     from llmlab.train.run import train
     from llmlab.train.tiny import build_tiny_model
 
@@ -56,7 +59,7 @@ def run_smoke(workdir: Path, steps: int = 8) -> dict[str, Any]:
         },
         source="training smoke",
     )
-    metrics = train(cfg).metrics
+    metrics = train(cfg, host).metrics
     return {
         "initial_loss": metrics["initial_loss"],
         "final_loss": metrics["final_loss"],

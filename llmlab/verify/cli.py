@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
         prefetch(ctx)  # the probe's torch import overlaps loading the catalogue and the quick checks
 
-    from llmlab.verify.report import prometheus_text, render_table, to_json, write_atomically
+    from llmlab.atomic import atomic_write
+    from llmlab.verify.report import prometheus_text, render_table, to_json
     from llmlab.verify.result import exit_code
     from llmlab.verify.runner import run_checks, select
 
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             textfile = config.textfile_dir / TEXTFILE_NAME
         try:
             textfile.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(textfile, prometheus_text(results, duration))
+            atomic_write(textfile, prometheus_text(results, duration))
         except OSError as exc:
             print(f"llmlab verify: cannot write {textfile}: {exc}", file=sys.stderr)
             return EXIT_COULD_NOT_RUN

@@ -57,10 +57,10 @@ def real_sources(config: HostConfig) -> Sources:
 
 def _model_store(config: HostConfig) -> Any:
     try:
-        from llmlab.models.store import ModelStore  # issue 4's package; absent until it lands
+        from llmlab.models.store import open_store  # issue 4's package; absent until it lands
     except ImportError:
         return None
-    return ModelStore(config.model_store, group=config.lab_group)
+    return open_store(config)
 
 
 def _training_smoke() -> Callable[..., dict] | None:

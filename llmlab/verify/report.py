@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from llmlab import __version__
@@ -132,24 +129,6 @@ def prometheus_text(results: list[CheckResult], duration_s: float, now: float | 
         f"llmlab_verify_last_run_timestamp_seconds {time.time() if now is None else now:.0f}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Temp file in the same directory, then rename: node_exporter never reads a half-written file.
-
-    The temp name does not end in .prom, so the textfile collector ignores it while it is written.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _shown(value: Any) -> str:

@@ -19,7 +19,8 @@ from .helpers import llmlab_process, make_model_dir
 CHILD = """
 import contextlib, sys, time
 from pathlib import Path
-from llmlab.models import ingest, layout
+from llmlab import atomic
+from llmlab.models import ingest
 from llmlab.models.store import ModelStore
 
 mode, store_root, source, marker = sys.argv[1:5]  # marker: a file, or the start time for nolock
@@ -47,12 +48,12 @@ elif mode == "pause-at-blob":
         return how
     ingest._materialise = slow
 elif mode == "pause-at-manifest":
-    write = layout.atomic_write
+    write = atomic.atomic_write
     def slow_write(path, data, mode=0o664):
         if path.parent.name == "manifests":  # the snapshot is published, its manifest not yet written
             pause()
         write(path, data, mode)
-    layout.atomic_write = slow_write
+    atomic.atomic_write = slow_write
 store.import_model(Path(source), "org/tiny")
 """
 

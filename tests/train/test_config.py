@@ -125,6 +125,31 @@ def test_launch_command_for_two_nodes(config_path: Path) -> None:
     assert command[-3:] == ["train", str(config_path.resolve()), "max_steps=9"]
 
 
+def test_launch_command_forwards_the_host_config(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmlab.cli import main
+
+    host = tmp_path / "host.yaml"
+    host.write_text("lab_group: staff\n")
+    assert main(["--config", str(host), "train", str(config_path), "--launch-command", "--nproc", "2"]) == 0
+    command = capsys.readouterr().out.split()
+    cli = command.index("llmlab.cli")
+    expected = ["--config", str(host.resolve()), "train", str(config_path.resolve())]
+    assert command[cli + 1 : cli + 5] == expected
+    assert main(["train", str(config_path), "--launch-command"]) == 0
+    assert "--config" not in capsys.readouterr().out.split()  # none given: ranks read the same default
+
+
+def test_merge_is_a_verb_of_its_own_beside_the_config_form(tmp_path: Path) -> None:
+    result = run_cli("train", "merge", str(tmp_path))
+    assert result.returncode == 2 and "holds no adapter_config.json" in result.stderr
+    result = run_cli("train", "merge", str(tmp_path), "max_steps=3")
+    assert result.returncode == 2 and "unrecognized arguments: max_steps=3" in result.stderr
+    result = run_cli("train", "run", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 2 and "absent.yaml: file not found" in result.stderr
+
+
 def test_distributed_presets_map_to_trainer_arguments(
     config_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

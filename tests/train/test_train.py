@@ -137,7 +137,7 @@ def test_base_model_and_merge_registration_go_through_the_model_store(
     trained, tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from llmlab.cli import main
-    from llmlab.config import ConfigError
+    from llmlab.config import ConfigError, load_config
     from llmlab.models.store import ModelStore
     from llmlab.train.modeling import resolve_base_model
 
@@ -147,9 +147,11 @@ def test_base_model_and_merge_registration_go_through_the_model_store(
     monkeypatch.setenv("LLMLAB_CONFIG", str(tmp_path / "host.yaml"))
     store = ModelStore(store_root, group=None)
     snapshot = store.import_model(tiny_llama_dir, name="tiny/llama")
-    assert resolve_base_model("tiny/llama") == snapshot
+    host = load_config()
+    resolved = resolve_base_model("tiny/llama", host)
+    assert resolved.path == snapshot and resolved.store_commit == snapshot.name
     with pytest.raises(ConfigError, match=r"not in the model store at .*store \(got 'tiny/absent'\)"):
-        resolve_base_model("tiny/absent")
+        resolve_base_model("tiny/absent", host)
 
     output_dir, _ = trained("lora")
     assert (

@@ -131,7 +131,7 @@ def test_torch_bench_all_reduce_runs_across_processes_with_gloo():
 
 
 def smoke_returning(initial: float, final: float):
-    def run_smoke(workdir, steps):
+    def run_smoke(workdir, steps, host):
         assert workdir.is_dir() and steps == 8
         print("trainer chatter that must not reach verify's stdout")
         return {"initial_loss": initial, "final_loss": final, "device": "cpu", "seconds": 1.5}

@@ -10,8 +10,9 @@ import pytest
 from rich.console import Console
 from verify_fakes import FakeFs, gpus, healthy_gpu, make_ctx, usage
 
+from llmlab.atomic import atomic_write
 from llmlab.config import ConfigError
-from llmlab.verify.report import SCHEMA_VERSION, prometheus_text, render_table, to_json, write_atomically
+from llmlab.verify.report import SCHEMA_VERSION, prometheus_text, render_table, to_json
 from llmlab.verify.result import Check, CheckResult, Status, exit_code, fail, ok, skip, warn
 from llmlab.verify.runner import catalogue, run_checks, select
 
@@ -138,12 +139,12 @@ def test_prometheus_text_is_valid_exposition_format_with_a_state_set_and_reading
 def test_textfile_is_replaced_atomically_and_leaves_no_temp_files(tmp_path):
     target = tmp_path / "llmlab_verify.prom"
     target.write_text("old\n")
-    write_atomically(target, "new\n")
+    atomic_write(target, "new\n")
     assert target.read_text() == "new\n"
     assert [p.name for p in tmp_path.iterdir()] == ["llmlab_verify.prom"]
     assert target.stat().st_mode & 0o777 == 0o644
     with pytest.raises(OSError):
-        write_atomically(tmp_path / "missing-dir" / "x.prom", "x")
+        atomic_write(tmp_path / "missing-dir" / "x.prom", "x")
 
 
 def test_table_lists_fail_first_with_hints_and_no_colour_when_not_a_tty():

@@ -22,7 +22,7 @@ def smoke(ctx: VerifyContext) -> CheckResult:
         return skip("the training package (llmlab.train.smoke) is not available in this build")
     # The trainer prints its logs; stdout belongs to verify's table or JSON, so they go to stderr.
     with tempfile.TemporaryDirectory(prefix="llmlab-verify-smoke-") as workdir, redirect_stdout(sys.stderr):
-        report = run_smoke(Path(workdir), steps=SMOKE_STEPS)
+        report = run_smoke(Path(workdir), steps=SMOKE_STEPS, host=ctx.config)
     initial, final = float(report["initial_loss"]), float(report["final_loss"])
     where = f"on {report['device']} ({report['seconds']:.1f} s)"
     message = f"loss {initial:.3f} -> {final:.3f} in {SMOKE_STEPS} steps {where}"
