@@ -63,6 +63,9 @@ def preflight(cfg: TrainConfig, resume: bool) -> None:
         raise ConfigError(
             f"--resume: no checkpoint-N directory in output_dir {cfg.output_dir} to resume from"
         )
+    from llmlab.train.modeling import check_memory_knobs
+
+    check_memory_knobs(cfg)
     if cfg.tracking == "mlflow":
         import importlib.util
 
@@ -175,6 +178,7 @@ def training_arguments(cfg: TrainConfig, precision, eval_enabled: bool):
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
+        optim=cfg.optimizer,
         logging_steps=cfg.logging_steps,
         eval_strategy="no",
         do_eval=eval_enabled,
@@ -211,9 +215,12 @@ def prepare_data(cfg: TrainConfig, tokenizer) -> PreparedData:
     """Tokenize, split off the eval set, and pack (or pad per batch) as the config says."""
     from llmlab.train import data as datamod
 
-    encoded = datamod.encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len)
-    if encoded.dropped_too_long:
-        say(f"dropped {encoded.dropped_too_long} examples longer than sequence_len={cfg.sequence_len}")
+    encoded = datamod.encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len, cfg.too_long)
+    if encoded.dropped_too_long or encoded.truncated:
+        say(
+            f"longer than sequence_len={cfg.sequence_len}: {encoded.truncated} truncated, "
+            f"{encoded.dropped_too_long} dropped (too_long: {cfg.too_long})"
+        )
     train_examples, eval_examples = datamod.split_eval(encoded.examples, cfg.eval_split, cfg.seed)
     if cfg.packing:
         train_rows = datamod.pack(train_examples, cfg.sequence_len)
@@ -250,6 +257,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
     set_seed(cfg.seed)
     precision = choose_precision(cfg.precision)
     tokenizer = load_tokenizer(model_dir)
+    if is_main_process():
+        from llmlab.data.check import check_datasets, summary_lines
+
+        for line in summary_lines(check_datasets(cfg, tokenizer)):
+            say(line.removeprefix("data: "))
     data = prepare_data(cfg, tokenizer)
 
     # Libraries are imported and the Trainer's state is set up before the baseline, so that the memory
