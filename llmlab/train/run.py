@@ -261,7 +261,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, host_config: Path | None = 
         from llmlab.data.check import check_datasets, summary_lines
 
         for line in summary_lines(check_datasets(cfg, tokenizer)):
-            say(line.removeprefix("data: "))
+            say(line)
     data = prepare_data(cfg, tokenizer)
 
     # Libraries are imported and the Trainer's state is set up before the baseline, so that the memory
