@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--to", type=Path, default=None, help="where to write the merged model (OUTPUT_DIR/merged)"
     )
     merge.add_argument("--register", metavar="NAME", default=None, help="also import it into the model store")
+    from llmlab.train import submit  # standard library only at import time
+
+    submit.add_arguments(train)
     train.set_defaults(handler=run_train, config_error_exit=EXIT_USAGE)
 
     plan = subparsers.add_parser(
@@ -71,6 +74,10 @@ def run_train(args: argparse.Namespace) -> int:
         raise ConfigError("train: a CONFIG.yaml is required (or --print-schema, or `merge OUTPUT_DIR`)")
     if args.config_file == "merge":
         return _merge(args)
+    if args.config_file in ("submit", "status"):
+        from llmlab.train.submit import run
+
+        return run(args)
     if args.to or args.register:
         raise ConfigError("train: --to and --register belong to `llmlab train merge OUTPUT_DIR`")
 
