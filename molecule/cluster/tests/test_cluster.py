@@ -104,10 +104,11 @@ def test_the_health_check_takes_under_ten_seconds(computes):
     out = host.run("/usr/local/sbin/llmlab-slurm-health")
     took = time.monotonic() - start
     report = json.loads(host.file("/var/lib/llmlab/reports/slurm-health.json").content_string)
-    print(f"health check: {report['duration_s']:.2f} s in verify, {took:.2f} s through docker exec")
+    verify_s = report["summary"]["duration_s"]
+    print(f"health check: {verify_s:.2f} s in verify, {took:.2f} s in all (through docker exec)")
     assert out.rc == 0, out.stderr
     assert report["slurm"]["node"] == node_name(COMPUTES[0]) and report["slurm"]["action"] == "none"
-    assert report["duration_s"] < 10
+    assert took < 10
     assert (
         "llmlab_slurm_health_check_status"
         in host.file("/var/lib/prometheus/node-exporter/llmlab_slurm_health.prom").content_string
@@ -146,12 +147,6 @@ def test_a_fault_drains_the_node_the_next_job_runs_elsewhere_and_the_node_return
     wait_for(
         lambda: node_state(controller, sick) == ("idle", ""), HEALTH_INTERVAL * 3, f"{sick} back in service"
     )
-
-
-def test_check_mode_changes_nothing(run_playbook):
-    run = run_playbook(CONVERGE, "--check", "--diff", timeout=900)
-    assert run.returncode == 0, run.messages or run.stderr[-2000:]
-    assert run.changed_tasks == {}
 
 
 FACTS = [
@@ -222,3 +217,9 @@ def test_a_two_node_job_through_the_firewall_matches_one_process(computes):
     ddp_curve = [point["loss"] for point in ddp["loss_curve"]]
     single_curve = [point["loss"] for point in single["loss_curve"]]
     assert ddp_curve == pytest.approx(single_curve, rel=1e-4, abs=1e-4)
+
+
+def test_check_mode_changes_nothing(run_playbook):
+    run = run_playbook(CONVERGE, "--check", "--diff", timeout=900)
+    assert run.returncode == 0, run.messages or run.stderr[-2000:]
+    assert run.changed_tasks == {}
