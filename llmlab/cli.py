@@ -16,7 +16,12 @@ from pathlib import Path
 from llmlab import __version__
 from llmlab.config import ConfigError
 
-SUBCOMMANDS: tuple[str, ...] = ("llmlab.models.cli", "llmlab.train.cli", "llmlab.verify.cli")
+SUBCOMMANDS: tuple[str, ...] = (
+    "llmlab.config_cli",
+    "llmlab.models.cli",
+    "llmlab.train.cli",
+    "llmlab.verify.cli",
+)
 
 EXIT_USAGE = 2
 

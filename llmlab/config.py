@@ -1,22 +1,22 @@
 """Host configuration: the one place that knows llmlab's paths and where the host config lives.
 
-Ansible (the `llmlab` role) writes /etc/llmlab/config.yaml; `LLMLAB_CONFIG` or `--config` point elsewhere,
-and `LLMLAB_MODEL_STORE` overrides the store path. Every sub-command reads its settings from here, and
-every schema in the package reports bad input through `ConfigError`, which names the key, the value and
-what is valid.
+Ansible (the `llmlab` role) writes /etc/llmlab/config.yaml and the other roles their contracts in
+/etc/llmlab/config.d/<role>.yaml, merged over it in name order; `LLMLAB_CONFIG` or `--config` point
+elsewhere (DIR/config.yaml reads DIR/config.d/), and `LLMLAB_MODEL_STORE` overrides the store path. Every
+sub-command reads its settings from here, and every schema in the package reports bad input through
+`ConfigError`, which names the file, the key, the value and what is valid.
 """
 
 from __future__ import annotations
 
+import copy
 import os
-import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from llmlab.gpus import CATALOG
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 DEFAULT_CONFIG_PATH = Path("/etc/llmlab/config.yaml")
 CONFIG_ENV = "LLMLAB_CONFIG"
@@ -33,195 +33,90 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-# --- `llmlab verify` settings (the `verify:` section). Documented key by key in docs/verify.md. ---
-
-GPU_SKU_NAMES: tuple[str, ...] = tuple(sku.name for sku in CATALOG)
+LOOPBACK_ADDRESSES = ("127.0.0.1", "::1", "localhost")
 
 
-def _known_sku(name: str) -> str:
-    if name not in GPU_SKU_NAMES:
-        raise ValueError(f"unknown GPU model; valid: {', '.join(GPU_SKU_NAMES)}")
-    return name
+class ServiceListener(StrictModel):
+    """A port a role's service listens on, published in its contract (config.d/<role>.yaml).
 
+    verify allows it in services.listening_ports; the firewall opens it, off loopback, to its audience.
+    """
 
-class UpperLimits(StrictModel):
-    """Limits on a value where higher is worse (e.g. percent used): WARN at `warn`, FAIL at `fail`."""
-
-    warn: float = Field(ge=0)
-    fail: float = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> UpperLimits:
-        if self.warn > self.fail:
-            raise ValueError(f"warn ({self.warn}) must not be above fail ({self.fail})")
-        return self
-
-
-class FractionOfPeak(StrictModel):
-    """Limits on a measured fraction of the SKU's peak (lower is worse): WARN below warn, FAIL below fail."""
-
-    warn: float = Field(gt=0, le=1)
-    fail: float = Field(gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FractionOfPeak:
-        if self.fail > self.warn:
-            raise ValueError(f"fail ({self.fail}) must not be above warn ({self.warn})")
-        return self
-
-
-class ProbeLimits(StrictModel):
-    """Performance probes, as fractions of the catalogue peak (llmlab/gpus.py, overridable per SKU)."""
-
-    # Dense GEMM rarely exceeds ~70 % of datasheet peak even on a healthy GPU; memory copies reach ~85-90 %.
-    gemm: FractionOfPeak = Field(default_factory=lambda: FractionOfPeak(warn=0.55, fail=0.40))
-    memory_bandwidth: FractionOfPeak = Field(default_factory=lambda: FractionOfPeak(warn=0.70, fail=0.55))
-    host_copy: FractionOfPeak = Field(default_factory=lambda: FractionOfPeak(warn=0.60, fail=0.40))
-    p2p: FractionOfPeak = Field(default_factory=lambda: FractionOfPeak(warn=0.60, fail=0.40))
-    all_reduce: FractionOfPeak = Field(default_factory=lambda: FractionOfPeak(warn=0.50, fail=0.30))
-    retries: int = Field(2, ge=0, le=10, description="Re-measure before a FAIL (busy is not broken).")
-    seconds_level2: float = Field(2.0, gt=0, le=60, description="Time budget of each probe at --level 2.")
-    seconds_level3: float = Field(15.0, gt=0, le=600, description="Time budget of each probe at --level 3.")
-
-
-class VerifyThresholds(StrictModel):
-    disk_used_percent: UpperLimits = Field(default_factory=lambda: UpperLimits(warn=70, fail=83))
-    inodes_used_percent: UpperLimits = Field(default_factory=lambda: UpperLimits(warn=70, fail=83))
-    swap_used_percent: UpperLimits = Field(default_factory=lambda: UpperLimits(warn=50, fail=90))
-    resource_tolerance_percent: float = Field(
-        5, ge=0, le=50, description="CPU count and RAM may differ this much from expect.cpu_count/memory_gib."
+    port: int = Field(ge=1, le=65535)
+    address: str = Field("127.0.0.1", description="Bind address; 0.0.0.0 or :: mean every interface.")
+    proto: Literal["tcp", "udp"] = "tcp"
+    audience: Literal["users", "monitoring", "cluster"] = Field(
+        "users",
+        description="Who the firewall admits: users (firewall_allowed_cidrs), monitoring "
+        "(firewall_monitoring_cidrs) or cluster (the firewall_cluster_group peers).",
     )
-    gpu_temperature_c: UpperLimits | None = Field(
-        None, description="None: FAIL at the GPU's own slowdown temperature (NVML), WARN 10 degrees below it."
-    )
-    xid_window_hours: float | None = Field(None, gt=0, description="Look back this far for XIDs; None: boot.")
-    probes: ProbeLimits = Field(default_factory=ProbeLimits)
-    command_timeout_seconds: float = Field(30, gt=0, le=600)
 
-
-class VerifyExpect(StrictModel):
-    """What the inventory says this host is. Absent things that are expected FAIL; unexpected ones SKIP."""
-
-    gpu_count: int = Field(0, ge=0, le=64)
-    gpu_model: str | None = Field(None, description="A catalogue name from llmlab/gpus.py, e.g. 'H100 SXM'.")
-    driver_version: str | None = Field(None, description="Pinned NVIDIA driver: '535.183.01' or a prefix.")
-    cuda_version: str | None = Field(None, description="CUDA runtime torch is built for: '12.4' (a prefix).")
-    cpu_count: int | None = Field(None, ge=1)
-    memory_gib: float | None = Field(None, gt=0)
-    os: str | None = Field(None, description="'<ID> <VERSION_ID>' from /etc/os-release, e.g. 'debian 12'.")
-    swap: bool | None = Field(None, description="True: swap must be on; False: must be off; None: either.")
-    time_synchronized: bool = True
-    persistence_mode: bool = True
-    mig_mode: bool | None = None
-    nvlink_active_links: int | None = Field(None, ge=0, description="Active NVLink links per GPU; None: any.")
-    docker: bool = False
-    nvidia_runtime: bool | None = Field(None, description="None: expected when docker and gpu_count > 0.")
-    jupyter: bool = False
-    firewall: bool = False
-    model_store: bool = True
-
-    @field_validator("gpu_model")
-    @classmethod
-    def _sku(cls, v: str | None) -> str | None:
-        return v if v is None else _known_sku(v)
-
-    @field_validator("os")
-    @classmethod
-    def _lower(cls, v: str | None) -> str | None:
-        return v.strip().lower() if v else v
-
-
-class SkuOverride(StrictModel):
-    """Per-host corrections of the catalogue's peaks (a lab's measured figures beat a datasheet)."""
-
-    bf16_tflops: float | None = Field(None, gt=0)
-    fp16_tflops: float | None = Field(None, gt=0)
-    memory_bandwidth_gbs: float | None = Field(None, gt=0)
-    nvlink_bandwidth_gbs: float | None = Field(None, ge=0)
-    pcie_gen: int | None = Field(None, ge=1, le=6)
-    pcie_width: int | None = Field(None, ge=1, le=32)
-
-
-DEFAULT_MIN_VERSIONS = {
-    "torch": "2.4",
-    "transformers": "5.0",
-    "peft": "0.21",
-    "bitsandbytes": "0.50",
-    "accelerate": "1.10",
-}
-
-
-class VerifySettings(StrictModel):
-    expect: VerifyExpect = Field(default_factory=VerifyExpect)
-    thresholds: VerifyThresholds = Field(default_factory=VerifyThresholds)
-    min_versions: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MIN_VERSIONS))
-    allowed_ports: list[int] = Field(default_factory=lambda: [22], description="TCP ports open beyond lo.")
-    allowed_gpu_processes: list[str] = Field(
-        default_factory=list, description="Process names allowed to hold GPU memory while verify runs."
-    )
-    jupyter_url: str = Field("http://127.0.0.1:8888/", description="Where JupyterLab answers.")
-    jupyter_tls_verify: bool = True
-    lab_python: Path | None = Field(None, description="The lab environment's python; None: llmlab's own.")
-    model_pins: list[str] = Field(default_factory=list, description="Repo ids the store must hold intact.")
-    sku_overrides: dict[str, SkuOverride] = Field(default_factory=dict)
-
-    @field_validator("allowed_ports")
-    @classmethod
-    def _ports(cls, ports: list[int]) -> list[int]:
-        bad = [p for p in ports if not 1 <= p <= 65535]
-        if bad:
-            raise ValueError(f"ports must be 1-65535, got {bad}")
-        return ports
-
-    @field_validator("min_versions")
-    @classmethod
-    def _versions(cls, pins: dict[str, str]) -> dict[str, str]:
-        for name, version in pins.items():
-            if not re.fullmatch(r"\d+(\.\d+)*", str(version)):
-                raise ValueError(f"{name}: {version!r} is not a version like '2.4' or '0.21.0'")
-        return pins
-
-    @field_validator("jupyter_url")
-    @classmethod
-    def _url(cls, url: str) -> str:
-        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
-            raise ValueError("must be an http:// or https:// URL, e.g. 'http://127.0.0.1:8888/'")
-        return url
-
-    @field_validator("sku_overrides")
-    @classmethod
-    def _override_names(cls, overrides: dict[str, SkuOverride]) -> dict[str, SkuOverride]:
-        for name in overrides:
-            _known_sku(name)
-        return overrides
+    @property
+    def on_loopback(self) -> bool:
+        return self.address in LOOPBACK_ADDRESSES or self.address.startswith("127.")
 
 
 class HostConfig(StrictModel):
-    """What this host is and where llmlab keeps things. Sections for sub-commands are added beside these."""
+    """What this host is and where llmlab keeps things: config.yaml merged with the contracts in config.d/."""
 
     model_store: Path = Field(Path("/models"), description="Shared model store (HF cache layout).")
     lab_group: str = Field("llmlab", description="Group that owns the model store and shared directories.")
+    lab_env: Path | None = Field(None, description="The lab environment's prefix (the python_env role).")
     reports_dir: Path = Field(Path("/var/lib/llmlab/reports"), description="Where verify keeps JSON reports.")
     textfile_dir: Path = Field(
         Path("/var/lib/prometheus/node-exporter"),
         description="node_exporter textfile collector directory for verify's metrics.",
     )
     tracking_uri: str | None = Field(None, description="MLflow tracking URI for `llmlab train`.")
-    verify: VerifySettings = Field(default_factory=VerifySettings, description="Settings of `llmlab verify`.")
+    listeners: dict[str, ServiceListener] = Field(
+        default_factory=dict, description="Services' ports by name, as their roles' contracts declare them."
+    )
+    # Validated by llmlab.verify.settings (the section's schema lives with verify).
+    verify: dict[str, Any] = Field(default_factory=dict, description="Settings of `llmlab verify`.")
+
+    # Which file set each key (a key path -> the file), for errors that name the file.
+    _origins: dict[tuple[str, ...], Path] = PrivateAttr(default_factory=dict)
+    _files: list[Path] = PrivateAttr(default_factory=list)
+
+    @property
+    def origins(self) -> dict[tuple[str, ...], Path]:
+        """Each key path that a file set, and that file."""
+        return dict(self._origins)
+
+    @property
+    def files(self) -> list[Path]:
+        """The files this config was merged from, in order (config.yaml first, if it exists)."""
+        return list(self._files)
+
+    def source_of(self, key: tuple[str, ...]) -> str:
+        """The file that set `key` (or the nearest enclosing key), for error messages."""
+        for end in range(len(key), 0, -1):
+            if key[:end] in self._origins:
+                return str(self._origins[key[:end]])
+        return " + ".join(map(str, self._files)) or "(defaults)"
 
 
-def describe_validation_error(exc: ValidationError, source: str) -> str:
-    """Render pydantic errors as one line per bad key: `source: key.path: problem (got value)`."""
+def describe_validation_error(
+    exc: ValidationError,
+    source: str | Callable[[tuple[str, ...]], str],
+    prefix: tuple[str, ...] = (),
+) -> str:
+    """Render pydantic errors as one line per bad key: `source: key.path: problem (got value)`.
+
+    `source` is a file name, or a function from the key's path (under `prefix`) to the file that set it.
+    """
     lines = []
     for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        loc = (*prefix, *(str(part) for part in err["loc"]))
+        key = ".".join(loc) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
         got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
-        lines.append(f"{source}: {key}: {msg}{got}")
+        where = source(loc) if callable(source) else source
+        lines.append(f"{where}: {key}: {msg}{got}")
     return "\n".join(lines)
 
 
@@ -233,6 +128,8 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: file not found") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -247,17 +144,54 @@ def config_path(explicit: Path | None = None) -> Path:
     return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_PATH))
 
 
-def load_config(explicit: Path | None = None) -> HostConfig:
-    """Load and validate the host config.
+def fragments_dir(path: Path) -> Path:
+    """The contracts directory beside a config file: DIR/config.yaml -> DIR/config.d."""
+    return path.parent / f"{path.stem}.d"
 
-    A missing default file means defaults; a missing file named by --config or $LLMLAB_CONFIG is an error.
+
+def _merge(
+    into: dict[str, Any],
+    overlay: dict[str, Any],
+    origin: Path,
+    origins: dict,
+    at: tuple = (),
+) -> None:
+    """Mappings merge recursively; a scalar or a list replaces what was there. Records who set each key."""
+    for key, value in overlay.items():
+        here = (*at, str(key))
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, origin, origins, here)
+            continue
+        into[key] = copy.deepcopy(value)
+        for known in [k for k in origins if k[: len(here)] == here]:
+            del origins[known]
+        origins[here] = origin
+
+
+def load_config(explicit: Path | None = None) -> HostConfig:
+    """Load config.yaml, merge every config.d/*.yaml beside it in name order, and validate the result.
+
+    A missing default file means defaults (plus any contracts); a missing file named by --config or
+    $LLMLAB_CONFIG is an error. $LLMLAB_MODEL_STORE overrides the store path last.
     """
     path = config_path(explicit)
     explicit_given = explicit is not None or CONFIG_ENV in os.environ
-    data = read_yaml_mapping(path) if (explicit_given or path.exists()) else {}
+    files = [path] if (explicit_given or path.exists()) else []
+    directory = fragments_dir(path)
+    if directory.is_dir():
+        files += sorted(directory.glob("*.yaml"))
+    data: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], Path] = {}
+    for file in files:
+        _merge(data, read_yaml_mapping(file), file, origins)
     if store := os.environ.get(MODEL_STORE_ENV):
         data["model_store"] = store
+        origins[("model_store",)] = Path(f"${MODEL_STORE_ENV}")
+    config = HostConfig.model_construct()  # only to attribute errors to files
+    config._origins, config._files = origins, files
     try:
-        return HostConfig.model_validate(data)
+        validated = HostConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, str(path))) from None
+        raise ConfigError(describe_validation_error(exc, config.source_of)) from None
+    validated._origins, validated._files = origins, files
+    return validated

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 ROLES = Path(__file__).parents[1] / "roles"
+FILTER_PLUGINS = Path(__file__).parents[1] / "playbooks" / "filter_plugins"
 
 
 def failure_messages(node) -> list[str]:
@@ -62,7 +63,12 @@ def run_playbook(
     playbook: Path, *args: str, extra_vars: dict | None = None, timeout: int = 900
 ) -> PlaybookRun:
     """ansible-playbook PLAYBOOK against the scenario's inventory, with the JSON callback."""
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_ROLES_PATH": str(ROLES)}
+    env = {
+        **os.environ,
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+        "ANSIBLE_ROLES_PATH": str(ROLES),
+        "ANSIBLE_FILTER_PLUGINS": str(FILTER_PLUGINS),
+    }
     if extra_vars is not None:
         args = ("--extra-vars", json.dumps(extra_vars), *args)
     run = subprocess.run(

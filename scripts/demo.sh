@@ -4,17 +4,23 @@
 #   2. playbooks/onboard.yml: site.yml, verify at level 2, the fleet report
 #   3. build a tiny model on this machine and distribute it into the container's store (playbooks/models.yml)
 #   4. playbooks/train.yml: a short LoRA fine-tune of it in the container; metrics.json fetched back
-#   5. print the verification summary, the training metrics and the time of each stage
-# make demo-clean (scripts/demo.sh clean) removes the container and the demo's files under .cache/demo.
-# Environment: LLMLAB_DEMO_CONTAINER (default llmlab-demo), LLMLAB_DEMO_IMAGE (default llmlab-test/debian:12).
+#   5. a course's environment check in the lab environment (scripts/demo/env_check.py: torch, transformers,
+#      jupyter_core, GitPython, the Docker SDK and the Docker daemon's version)
+#   6. print the verification summary, the training metrics and the time of each stage
+# make demo-clean (scripts/demo.sh clean) removes the container and the demo's files under .cache/<container>.
+# Environment: LLMLAB_DEMO_CONTAINER (default llmlab-demo; make test uses its own, so a developer's demo
+# container is left alone), LLMLAB_DEMO_IMAGE (default llmlab-test/debian:12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-1}"
 
-container="${LLMLAB_DEMO_CONTAINER:-llmlab-demo}"
+# The inventory host is llmlab-demo (inventory/local); its ansible_host, the container, follows this variable.
+export LLMLAB_DEMO_CONTAINER="${LLMLAB_DEMO_CONTAINER:-llmlab-demo}"
+container="$LLMLAB_DEMO_CONTAINER"
+host=llmlab-demo
 image="${LLMLAB_DEMO_IMAGE:-llmlab-test/debian:12}"
-work="$PWD/.cache/demo"
+work="$PWD/.cache/$container"
 logs="$work/logs"
 stages=()
 
@@ -82,12 +88,18 @@ build_tiny_model(Path(sys.argv[1]))' "$work/tiny-llama"
   fi
 }
 
+env_check() {
+  local lab_env
+  lab_env=$(docker exec "$container" /usr/local/bin/llmlab config --json | python -c 'import json, sys; print(json.load(sys.stdin)["config"]["lab_env"])')
+  docker exec -i "$container" "$lab_env/bin/python" - < scripts/demo/env_check.py
+}
+
 summary() {
-  python scripts/demo_summary.py --reports "$PWD/reports" --metrics "$work/metrics" --host "$container"
+  python scripts/demo_summary.py --reports "$PWD/reports" --metrics "$work/metrics" --host "$host"
   printf '\nplaybook recaps (the last play of each; a re-run reports changed=0):\n'
   local name
   for name in onboard models train; do
-    printf '  %-8s %s\n' "$name" "$(sed 's/\x1b\[[0-9;]*m//g' "$logs/$name.log" | grep -E "^$container +:" | tail -1 | tr -s ' ')"
+    printf '  %-8s %s\n' "$name" "$(sed 's/\x1b\[[0-9;]*m//g' "$logs/$name.log" | grep -E "^$host +:" | tail -1 | tr -s ' ')"
   done
   printf '\nstage times (s):\n'
   local total=0 s
@@ -122,6 +134,7 @@ mkdir -p "$logs" "$work/metrics"
 stage container start_container
 stage onboard ansible-playbook playbooks/onboard.yml
 stage model build_model
-stage models ansible-playbook playbooks/models.yml -e "@scripts/demo/models-vars.yml"
-stage train ansible-playbook playbooks/train.yml -e "@scripts/demo/train-vars.yml"
+stage models ansible-playbook playbooks/models.yml -e "@scripts/demo/models-vars.yml" -e "demo_dir=$work"
+stage train ansible-playbook playbooks/train.yml -e "@scripts/demo/train-vars.yml" -e "demo_dir=$work"
+stage envcheck env_check
 summary

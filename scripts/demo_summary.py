@@ -30,6 +30,10 @@ def newest_report(reports: Path, host: str) -> Path | None:
     return runs[-1] if runs else None
 
 
+# The lab's services, shown whatever their status; other checks only when they WARN or FAIL.
+SERVICES = ("services.docker", "services.jupyter", "services.firewall")
+
+
 def print_report(path: Path) -> None:
     report = _load(path)
     summary = report.get("summary", {})
@@ -37,7 +41,7 @@ def print_report(path: Path) -> None:
     print(f"verification (level {report.get('level')}): {summary.get('status')}  ", end="")
     print("  ".join(f"{k} {v}" for k, v in counts.items()), f"  [{path}]")
     for check in report.get("checks", []):
-        if check.get("status") in ("FAIL", "WARN"):
+        if check.get("status") in ("FAIL", "WARN") or check.get("id") in SERVICES:
             print(f"  {check['status']:4}  {check['id']}: {check.get('message', '')}")
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make test: lint, pytest, then every Molecule scenario in sequence; a timing summary at the end.
+# make test: lint, pytest, the demo from a fresh container, then every Molecule scenario in sequence; a
+# timing summary at the end.
 # Every stage runs even when an earlier one failed, so one run shows all problems; the exit code is
 # non-zero if any stage failed.
 set -uo pipefail
@@ -36,9 +37,21 @@ else
   done
 fi
 
+# The demo as a newcomer meets it: a container started a minute ago from the test image (empty package
+# lists), site.yml, verify, a model, a fine-tune and the course's environment check; its own container name,
+# so a developer's `make demo` container is left alone. Removed before and after.
+fresh_demo() {
+  local rc demo=(env LLMLAB_DEMO_CONTAINER=llmlab-demo-test bash scripts/demo.sh)
+  "${demo[@]}" clean && "${demo[@]}"
+  rc=$?
+  "${demo[@]}" clean
+  return $rc
+}
+
 total_start=$(date +%s)
 stage lint bash scripts/lint.sh
 stage pytest pytest -q tests
+[[ -n "${LLMLAB_SCENARIOS:-}" ]] || stage "demo (fresh)" fresh_demo
 for scenario in "${scenarios[@]}"; do
   stage "molecule $scenario" molecule -c molecule/base.yml test -s "$scenario"
 done

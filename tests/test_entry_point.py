@@ -1,5 +1,6 @@
 """The `llmlab` entry point: it installs, answers --version and --help, and exits with meaningful codes."""
 
+import json
 import subprocess
 import sys
 
@@ -37,3 +38,30 @@ def test_unknown_command_is_a_usage_error():
     result = run_llmlab("frobnicate")
     assert result.returncode == 2
     assert "invalid choice: 'frobnicate'" in result.stderr
+
+
+def test_verify_honours_a_contract_beside_the_given_config(tmp_path):
+    (tmp_path / "config.yaml").write_text("verify: {expect: {docker: false}}\n")
+    (tmp_path / "config.d").mkdir()
+    (tmp_path / "config.d" / "docker.yaml").write_text("verify: {expect: {docker: true}}\n")
+    shown = run_llmlab("--config", str(tmp_path / "config.yaml"), "config", "--json")
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["config"]["verify"]["expect"]["docker"] is True
+    assert report["origins"]["verify.expect.docker"] == str(tmp_path / "config.d" / "docker.yaml")
+    verify = run_llmlab(
+        "--config", str(tmp_path / "config.yaml"), "verify", "--json", "--only", "services.docker"
+    )
+    [result] = json.loads(verify.stdout)["checks"]
+    assert result["id"] == "services.docker"
+    assert result["status"] != "SKIP"  # expected by the contract; config.yaml alone would SKIP it
+
+
+def test_a_bad_verify_key_in_a_contract_exits_3_naming_the_file(tmp_path):
+    (tmp_path / "config.yaml").write_text("{}\n")
+    (tmp_path / "config.d").mkdir()
+    (tmp_path / "config.d" / "docker.yaml").write_text("verify: {expect: {dokcer: true}}\n")
+    for args in (["config"], ["verify", "--json"]):
+        result = run_llmlab("--config", str(tmp_path / "config.yaml"), *args)
+        assert result.returncode == 3
+        assert f"{tmp_path}/config.d/docker.yaml: verify.expect.dokcer: unknown key" in result.stderr

@@ -13,6 +13,8 @@ from typing import Any
 from llmlab.config import ConfigError, HostConfig, config_path, load_config
 
 EXIT_COULD_NOT_RUN = 3
+TEXTFILE_NAME = "llmlab_verify.prom"
+TEXTFILE_IN_CONFIG = Path("(textfile_dir)")
 
 
 def _names(text: str) -> list[str]:
@@ -24,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "verify",
         help="check that this host is what the inventory says, and healthy",
         description=(
-            "Check this host against its config (/etc/llmlab/config.yaml, `verify:` section). "
+            "Check this host against its config (/etc/llmlab/config.yaml and the roles' contracts in "
+            "config.d/, `verify:` section). "
             "Exit 0: all OK/SKIP, 1: a WARN, 2: a FAIL, 3: could not run (bad config or arguments)."
         ),
     )
@@ -46,9 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--prometheus-textfile",
         type=Path,
+        nargs="?",
+        const=TEXTFILE_IN_CONFIG,
         metavar="PATH",
-        help="also write metrics for node_exporter's textfile collector (atomically), e.g. "
-        "/var/lib/prometheus/node-exporter/llmlab_verify.prom",
+        help="also write metrics for node_exporter's textfile collector (atomically); without PATH, "
+        f"{TEXTFILE_NAME} in the host config's textfile_dir",
     )
     parser.add_argument("--list", action="store_true", help="list the check catalogue and exit")
     slurm = parser.add_argument_group("Slurm node health check (HealthCheckProgram, prolog)")
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from llmlab.verify.context import VerifyContext, real_sources
 
     ctx = VerifyContext(config=config, sources=real_sources(config), level=level)
+    ctx.settings  # noqa: B018 - validates the verify section now: a bad key exits 3 before any check
     if _may_run("software", args.only, args.skip):
         from llmlab.verify.lab import prefetch
 
@@ -122,10 +128,14 @@ def run(args: argparse.Namespace) -> int:
 
         render_table(results, duration, level, Console(width=None if sys.stdout.isatty() else 160))
     if args.prometheus_textfile:
+        textfile = args.prometheus_textfile
+        if textfile == TEXTFILE_IN_CONFIG:
+            textfile = config.textfile_dir / TEXTFILE_NAME
         try:
-            write_atomically(args.prometheus_textfile, prometheus_text(results, duration))
+            textfile.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(textfile, prometheus_text(results, duration))
         except OSError as exc:
-            print(f"llmlab verify: cannot write {args.prometheus_textfile}: {exc}", file=sys.stderr)
+            print(f"llmlab verify: cannot write {textfile}: {exc}", file=sys.stderr)
             return EXIT_COULD_NOT_RUN
     return exit_code(results)
 

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from llmlab.config import HostConfig, VerifySettings
+from llmlab.config import HostConfig
 from llmlab.verify.nvml import NvmlReader, NvmlSnapshot, PynvmlReader
+from llmlab.verify.settings import VerifySettings, verify_settings
 from llmlab.verify.sources import (
     CommandRunner,
     Docker,
@@ -81,7 +82,8 @@ class VerifyContext:
 
     @property
     def settings(self) -> VerifySettings:
-        return self.config.verify
+        """The validated `verify:` section (raises ConfigError naming the file of a bad key)."""
+        return self.once("settings", lambda: verify_settings(self.config))
 
     @property
     def timeout(self) -> float:

@@ -31,7 +31,9 @@ class LabReport:
 
 
 def lab_python(ctx: VerifyContext) -> str:
-    return str(ctx.settings.lab_python or sys.executable)
+    if ctx.settings.lab_python:
+        return str(ctx.settings.lab_python)
+    return str(ctx.config.lab_env / "bin" / "python") if ctx.config.lab_env else sys.executable
 
 
 def lab_report(ctx: VerifyContext) -> LabReport:

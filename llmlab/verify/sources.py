@@ -124,7 +124,9 @@ class HttpAnswer:
 
 class Network(Protocol):
     def listeners(self) -> list[Listener]: ...
-    def http_get(self, url: str, timeout: float, verify_tls: bool) -> HttpAnswer: ...
+    def http_get(
+        self, url: str, timeout: float, verify_tls: bool, ca_file: Path | None = None
+    ) -> HttpAnswer: ...
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -149,8 +151,8 @@ class LocalNetwork:
             found.append(Listener(conn.laddr.ip, conn.laddr.port, conn.pid, name))
         return found
 
-    def http_get(self, url: str, timeout: float, verify_tls: bool) -> HttpAnswer:
-        context = ssl.create_default_context()
+    def http_get(self, url: str, timeout: float, verify_tls: bool, ca_file: Path | None = None) -> HttpAnswer:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         if not verify_tls:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -191,6 +193,7 @@ class Host(Protocol):
     def clock_synchronized(self) -> bool | None: ...
     def kernel_state(self) -> KernelState: ...
     def kernel_log(self, since: float | None) -> list[str] | None: ...  # None: unreadable
+    def loadable_library(self, names: list[str]) -> str | None: ...  # the first name that loads
 
 
 def read_os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
@@ -231,6 +234,15 @@ class LocalHost:
             swap_used_bytes=swap.used,
             boot_time=psutil.boot_time(),
         )
+
+    def loadable_library(self, names: list[str]) -> str | None:
+        for name in names:
+            try:
+                ctypes.CDLL(name)
+            except OSError:
+                continue
+            return name
+        return None
 
     def clock_synchronized(self) -> bool | None:
         try:

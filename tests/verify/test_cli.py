@@ -107,6 +107,7 @@ def test_list_prints_the_catalogue(capsys):
 
 def test_an_unwritable_textfile_path_exits_3(tmp_path, capsys):
     config = write_config(tmp_path, {})
+    (tmp_path / "no").write_text("a file where the directory would be\n")
     code = main(
         [
             "--config",
@@ -119,6 +120,14 @@ def test_an_unwritable_textfile_path_exits_3(tmp_path, capsys):
         ]
     )
     assert code == 3 and "cannot write" in capsys.readouterr().err
+
+
+def test_the_textfile_goes_into_the_configs_textfile_dir_by_default(tmp_path):
+    collector = tmp_path / "collector"  # created when missing
+    config = write_config(tmp_path, {"textfile_dir": str(collector)})
+    code = main(["--config", str(config), "verify", "--only", "system.os", "--prometheus-textfile"])
+    assert code in (0, 1)
+    assert "llmlab_verify_check_status" in (collector / "llmlab_verify.prom").read_text()
 
 
 @pytest.mark.slow

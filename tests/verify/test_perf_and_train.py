@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from verify_fakes import expect, gpus, healthy_gpu, make_ctx, run_check
 
-from llmlab.config import FractionOfPeak
 from llmlab.verify.bench import TorchBench
 from llmlab.verify.checks.perf import measure_with_retries, pcie_peak_gbs
 from llmlab.verify.result import Status
+from llmlab.verify.settings import FractionOfPeak
 
 H100 = {"gpu_count": 2, "gpu_model": "H100 SXM"}
 

@@ -80,7 +80,10 @@ def test_a_port_open_beyond_loopback_that_is_not_allowed_fails():
     ctx = make_ctx({"verify": {"allowed_ports": [22, 8888]}}, network=FakeNetwork(sockets=sockets))
     result = run_check("services.listening_ports", ctx)
     assert result.status == Status.FAIL
-    assert result.message == "not in allowed_ports: 10.0.0.5:6379 (redis-server pid 60)"
+    assert (
+        result.message
+        == "not in allowed_ports or the contracts' listeners: 10.0.0.5:6379 (redis-server pid 60)"
+    )
     assert result.value == [22, 6379, 8888]
     assert result.items == {"unexpected": 1.0}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from verify_fakes import (
+    FakeHost,
     FakeRunner,
     cuda_torch,
     expect,
@@ -140,3 +141,14 @@ def test_software_is_prefetched_only_when_the_selection_may_include_it():
     assert _may_run("software", ["software.torch"], [])
     assert not _may_run("software", ["gpu", "services"], [])
     assert not _may_run("software", [], ["software"])
+
+
+def test_each_expected_cuda_toolkit_needs_its_runtime_library():
+    config = {"verify": {"expect": {"cuda_toolkits": ["11.8", "12.8"]}}}
+    ctx = make_ctx(config, host=FakeHost(libraries={"libcudart.so.11.0"}))
+    result = run_check("software.cuda_toolkit", ctx)
+    assert result.status == Status.FAIL
+    assert "toolkit 12.8" in result.message
+    ctx = make_ctx(config, host=FakeHost(libraries={"libcudart.so.11.0", "libcudart.so.12"}))
+    assert run_check("software.cuda_toolkit", ctx).status == Status.OK
+    assert run_check("software.cuda_toolkit", make_ctx({})).status == Status.SKIP

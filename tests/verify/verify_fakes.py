@@ -87,6 +87,7 @@ class FakeHost:
     )
     log: list[str] | None = field(default_factory=list)
     log_since: list[float | None] = field(default_factory=list)
+    libraries: set[str] = field(default_factory=set)
 
     def facts(self) -> HostFacts:
         return self.host_facts
@@ -101,6 +102,9 @@ class FakeHost:
         self.log_since.append(since)
         return self.log
 
+    def loadable_library(self, names: list[str]) -> str | None:
+        return next((name for name in names if name in self.libraries), None)
+
 
 @dataclass
 class FakeNetwork:
@@ -110,7 +114,7 @@ class FakeNetwork:
     def listeners(self) -> list[Listener]:
         return self.sockets
 
-    def http_get(self, url: str, timeout: float, verify_tls: bool) -> HttpAnswer:
+    def http_get(self, url: str, timeout: float, verify_tls: bool, ca_file=None) -> HttpAnswer:
         return self.answers.get(url, HttpAnswer(None, error="Connection refused"))
 
 

@@ -11,12 +11,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from llmlab.config import FractionOfPeak
 from llmlab.gpus import GpuSku, find_sku
 from llmlab.verify.checks.gpu import gpus_or_verdict
 from llmlab.verify.context import VerifyContext
 from llmlab.verify.nvml import GpuDevice
 from llmlab.verify.result import CheckResult, Status, check, fail, skip
+from llmlab.verify.settings import FractionOfPeak
 
 # Usable GB/s per lane and direction after line encoding (PCI-SIG: 8b/10b to gen 2, 128b/130b after).
 PCIE_LANE_GBS = {1: 0.25, 2: 0.5, 3: 0.985, 4: 1.969, 5: 3.938, 6: 7.563}

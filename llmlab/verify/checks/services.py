@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from llmlab.verify.context import VerifyContext
 from llmlab.verify.result import CheckResult, check, fail, ok, skip, warn
-from llmlab.verify.sources import DockerState, Listener
+from llmlab.verify.sources import DockerState, HttpAnswer, Listener
 
 
 def _docker(ctx: VerifyContext) -> DockerState:
@@ -63,7 +63,15 @@ def _jupyter_base(ctx: VerifyContext) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-JUPYTER_HINT = "systemctl status jupyterlab; check verify.jupyter_url matches the jupyter role's port"
+def _jupyter_hint(ctx: VerifyContext) -> str:
+    return f"systemctl status {ctx.settings.jupyter_service}; verify.jupyter_url comes from the jupyter role"
+
+
+def _jupyter_get(ctx: VerifyContext, url: str) -> HttpAnswer:
+    tls = ctx.settings
+    return ctx.sources.network.http_get(
+        url, timeout=5, verify_tls=tls.jupyter_tls_verify, ca_file=tls.jupyter_ca_file
+    )
 
 
 @check("services.jupyter", "JupyterLab answers at jupyter_url, when expect.jupyter")
@@ -71,11 +79,13 @@ def jupyter_up(ctx: VerifyContext) -> CheckResult:
     url = _jupyter_base(ctx)
     if not ctx.settings.expect.jupyter:
         return skip("JupyterLab not expected (verify.expect.jupyter=false)")
-    answer = ctx.sources.network.http_get(url, timeout=5, verify_tls=ctx.settings.jupyter_tls_verify)
+    answer = _jupyter_get(ctx, url)
     if answer.status is None:
-        return fail(f"{url} does not answer: {answer.error}", expected="an HTTP answer", hint=JUPYTER_HINT)
+        return fail(
+            f"{url} does not answer: {answer.error}", expected="an HTTP answer", hint=_jupyter_hint(ctx)
+        )
     if answer.status >= 500:
-        return fail(f"{url} answers HTTP {answer.status}", value=answer.status, hint=JUPYTER_HINT)
+        return fail(f"{url} answers HTTP {answer.status}", value=answer.status, hint=_jupyter_hint(ctx))
     return ok(f"{url} answers HTTP {answer.status}", value=answer.status, expected="an HTTP answer")
 
 
@@ -86,11 +96,11 @@ def jupyter_auth(ctx: VerifyContext) -> CheckResult:
     if not ctx.settings.expect.jupyter:
         return skip("JupyterLab not expected (verify.expect.jupyter=false)")
     url = urllib.parse.urljoin(_jupyter_base(ctx), "api/contents")
-    answer = ctx.sources.network.http_get(url, timeout=5, verify_tls=ctx.settings.jupyter_tls_verify)
+    answer = _jupyter_get(ctx, url)
     expected = "401/403 or redirect to login"
     if answer.status is None:
         return fail(
-            f"cannot check, {url} does not answer: {answer.error}", expected=expected, hint=JUPYTER_HINT
+            f"cannot check, {url} does not answer: {answer.error}", expected=expected, hint=_jupyter_hint(ctx)
         )
     kw = {"value": answer.status, "expected": expected}
     if answer.status in (401, 403):
@@ -103,7 +113,9 @@ def jupyter_auth(ctx: VerifyContext) -> CheckResult:
             hint="set a password or token (jupyter role, secret via ansible-vault) and restart JupyterLab",
             **kw,
         )
-    return warn(f"{url} answered HTTP {answer.status}: not a Jupyter API answer?", hint=JUPYTER_HINT, **kw)
+    return warn(
+        f"{url} answered HTTP {answer.status}: not a Jupyter API answer?", hint=_jupyter_hint(ctx), **kw
+    )
 
 
 @dataclass(frozen=True)
@@ -187,11 +199,12 @@ def is_loopback(ip: str) -> bool:
 
 @check(
     "services.listening_ports",
-    "no TCP port listens beyond loopback unless it is in allowed_ports or, with expect.firewall, the "
-    "firewall admits it only from specific sources (cluster peers)",
+    "no TCP port listens beyond loopback unless allowed_ports or a role's contract (listeners) declares it, "
+    "or, with expect.firewall, the firewall admits it only from specific sources (cluster peers)",
 )
 def listening_ports(ctx: VerifyContext) -> CheckResult:
-    allowed = set(ctx.settings.allowed_ports)
+    declared = {ls.port for ls in ctx.config.listeners.values() if ls.proto == "tcp"}
+    allowed = set(ctx.settings.allowed_ports) | declared
     exposed = [s for s in ctx.sources.network.listeners() if not is_loopback(s.ip)]
     stray: dict[int, list[Listener]] = {}
     for s in exposed:
@@ -219,7 +232,8 @@ def listening_ports(ctx: VerifyContext) -> CheckResult:
             for port, ls in sorted(stray.items())
         ]
         return fail(
-            f"not in allowed_ports: {', '.join(shown)}{note}{behind if firewalled else ''}",
+            f"not in allowed_ports or the contracts' listeners: {', '.join(shown)}{note}"
+            f"{behind if firewalled else ''}",
             hint="stop the service or bind it to 127.0.0.1; if it is meant to be reachable, allow it",
             **kw,
         )

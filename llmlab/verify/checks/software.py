@@ -105,6 +105,27 @@ def cuda_compat(ctx: VerifyContext) -> CheckResult:
     return ok(f"CUDA {runtime} runtime on a driver supporting CUDA {driver_cuda}", **kw)
 
 
+@check("software.cuda_toolkit", "the CUDA runtime of each toolkit in expect.cuda_toolkits loads")
+def cuda_toolkit(ctx: VerifyContext) -> CheckResult:
+    versions = ctx.settings.expect.cuda_toolkits
+    if not versions:
+        return skip("no CUDA toolkit expected (verify.expect.cuda_toolkits, from the cuda_toolkit role)")
+    missing = []
+    for version in versions:
+        major = version.split(".")[0]
+        # CUDA 12+ ships libcudart.so.12; CUDA 11 named its soname libcudart.so.11.0.
+        if ctx.sources.host.loadable_library([f"libcudart.so.{major}", f"libcudart.so.{major}.0"]) is None:
+            missing.append(version)
+    kw = {"value": [v for v in versions if v not in missing], "expected": versions}
+    if missing:
+        return fail(
+            f"no loadable CUDA runtime (libcudart) for toolkit {', '.join(missing)}",
+            hint="re-run the cuda_toolkit role; check ldconfig -p | grep libcudart",
+            **kw,
+        )
+    return ok(f"CUDA runtime loads for toolkit {', '.join(versions)}", **kw)
+
+
 @check("software.cudnn_nccl", "cuDNN present; NCCL present on multi-GPU hosts")
 def cudnn_nccl(ctx: VerifyContext) -> CheckResult:
     report = _report_or_fail(ctx)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmlab.config import UpperLimits
 from llmlab.verify.context import VerifyContext
 from llmlab.verify.result import CheckResult, check, fail, ok, skip, warn
+from llmlab.verify.settings import UpperLimits
 from llmlab.verify.sources import HostFacts, kernel_sort_key
 
 GIB = 2**30

@@ -35,6 +35,10 @@ CASES = {
         {"base_limits_nofile": "many"},
         'base_limits_nofile: "many" is not a number or "unlimited"',
     ),
+    "a variable with the role's prefix that it does not declare (a typo)": (
+        {"base_lab_gruop": "ml"},
+        "base_lab_gruop: not a variable of the base role; did you mean base_lab_group?",
+    ),
     "unknown time sync backend": (
         {"base_timesync_backend": "ntpd"},
         "base_timesync_backend must be one of: chrony, systemd-timesyncd, got: ntpd",

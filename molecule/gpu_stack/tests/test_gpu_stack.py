@@ -8,6 +8,9 @@ import json
 
 import pytest
 
+from llmlab.config import load_config
+from llmlab.verify.settings import verify_settings
+
 DRIVER = {"12": "535.261.03", "13": "550.163.01"}
 CUDART = {"12": ("libcudart11.0", "11.8.89~11.8.0-5~deb12u1"), "13": ("libcudart12", "12.4.127~12.4.1-2")}
 
@@ -139,3 +142,28 @@ def test_docker_user_chain_drops_published_ports_from_other_networks(host):
     assert rules.index("-A DOCKER-USER -m conntrack --ctstate DNAT -j DROP") == len(rules) - 2
     # Docker sends forwarded traffic through the chain first
     assert "-A FORWARD -j DOCKER-USER" in host.run("iptables -S FORWARD").stdout
+
+
+# --- the roles' contracts (/etc/llmlab/config.d) ---
+
+
+def test_the_contracts_make_a_host_config_that_expects_docker_and_the_gpu_stack(host, release, tmp_path):
+    """What the three roles published, merged by llmlab's own loader as `llmlab verify` on the host would,
+    with no override of what verify expects: Docker and the NVIDIA runtime, the pinned driver, the toolkit."""
+    (tmp_path / "config.d").mkdir()
+    (tmp_path / "config.yaml").write_text("{}\n")
+    for role in ("nvidia_driver", "cuda_toolkit", "docker"):
+        contract = host.file(f"/etc/llmlab/config.d/{role}.yaml")
+        assert (contract.user, contract.group, contract.mode) == ("root", "root", 0o644)
+        (tmp_path / "config.d" / f"{role}.yaml").write_text(contract.content_string)
+    expect = verify_settings(load_config(tmp_path / "config.yaml")).expect
+    assert expect.docker is True and expect.nvidia_runtime is True
+    assert expect.driver_version == DRIVER[release]
+    assert expect.cuda_toolkits == [{"12": "11.8", "13": "12.4"}[release]]
+    assert (expect.gpu_count, expect.gpu_model) == ({"12": (2, "L4"), "13": (0, None)}[release])
+
+
+def test_the_runtime_each_published_toolkit_names_loads(host, release):
+    """What verify's software.cuda_toolkit loads on a GPU host: the soname of the published version."""
+    soname = {"12": "libcudart.so.11.0", "13": "libcudart.so.12"}[release]
+    assert host.run(f"python3 -c 'import ctypes; ctypes.CDLL(\"{soname}\")'").rc == 0

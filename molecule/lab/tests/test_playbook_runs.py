@@ -49,6 +49,16 @@ CASES = {
         {"model_store_path": "models"},
         'model_store_path: "models" is not an absolute directory path',
     ),
+    "world-writable store": (
+        "model_store",
+        {"model_store_mode": "0777"},
+        'model_store_mode: "0777" lets every user write to the shared store',
+    ),
+    "a typo in a variable's name": (
+        "llmlab",
+        {"llmlab_verify_intervall": "15min"},
+        "llmlab_verify_intervall: not a variable of the llmlab role; did you mean llmlab_verify_interval?",
+    ),
     "network that is not a CIDR": (
         "firewall",
         {"firewall_allowed_cidrs": ["10.0.0.0/33"]},
@@ -56,12 +66,12 @@ CASES = {
     ),
     "port out of range": (
         "firewall",
-        {"firewall_monitoring_ports": [70000]},
-        "firewall_monitoring_ports: 70000 is not a port",
+        {"firewall_extra_rules": [{"port": 70000, "from": "any"}]},
+        "firewall_extra_rules: 70000 is not a port",
     ),
     "verify setting llmlab's schema refuses": (
         "llmlab",
-        {"llmlab_verify_extra": {"expect": {"gpu_model": "H900"}}},
+        {"llmlab_verify": {"expect": {"gpu_model": "H900"}}},
         "verify.expect.gpu_model: Value error, unknown GPU model",
     ),
 }

@@ -122,8 +122,11 @@ def test_the_sqlite_server_listens_on_loopback_only(lab):
 
 def test_login_shells_and_llmlab_get_the_tracking_uri(lab):
     assert lab.check_output("su - alice -c 'echo $MLFLOW_TRACKING_URI'") == "http://127.0.0.1:5000"
-    config = yaml.safe_load(lab.file("/etc/llmlab/config.yaml").content_string)
-    assert config["tracking_uri"] == "http://127.0.0.1:5000"
+    shown = json.loads(lab.check_output("llmlab config --json"))
+    assert shown["config"]["tracking_uri"] == "http://127.0.0.1:5000"
+    assert (
+        shown["origins"]["tracking_uri"] == "/etc/llmlab/config.d/mlflow.yaml"
+    )  # the mlflow role's contract
 
 
 def test_a_run_logged_from_the_lab_environment_is_listed_by_the_api(lab):
@@ -135,13 +138,15 @@ def test_a_run_logged_from_the_lab_environment_is_listed_by_the_api(lab):
     assert {"key": "marker", "value": marker} in run["data"]["params"]
     assert [m["value"] for m in run["data"]["metrics"] if m["key"] == "loss"] == [0.25]
     # The artifact went through the server into the group-shared artifacts directory.
-    found = lab.check_output(f"find /mlflow-artifacts -path '*{run_id}*' -name notes.txt -printf '%g %m\\n'")
+    found = lab.check_output(
+        f"find /srv/mlflow/artifacts -path '*{run_id}*' -name notes.txt -printf '%g %m\\n'"
+    )
     assert found.split() == ["llmlab", "660"], found
 
 
 # `llmlab train`'s tracking set-up without the ML stack (this scenario's environment has no torch): the
 # training config is loaded and checked as the command does, the tracking environment comes from the host
-# config (llmlab_tracking_uri, written by the llmlab role), and the run is started as transformers'
+# config (the tracking_uri of the mlflow role's contract), and the run is started as transformers'
 # MLflowCallback starts it from that environment. Prints the URI and the run id.
 TRAIN_TRACKING = r"""
 import os, pathlib, sys, tempfile
@@ -187,7 +192,7 @@ def test_llmlab_train_tracking_logs_to_the_server_from_the_host_config_alone(lab
 
 
 def test_the_artifacts_directory_is_group_shared(lab):
-    directory = lab.file("/mlflow-artifacts")
+    directory = lab.file("/srv/mlflow/artifacts")
     assert directory.is_directory
     assert (directory.user, directory.group, directory.mode) == ("mlflow", "llmlab", 0o2770)
 
@@ -295,32 +300,27 @@ def exposed_ports(host):
     return ports
 
 
-def test_the_default_allowed_ports_follow_the_roles_listen_addresses(run_playbook, lab, server, tmp_path):
-    """llmlab_allowed_ports' default, with the three roles' variables as the converge play has them."""
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(
-        "- hosts: all\n  gather_facts: false\n  roles:\n"
-        + "".join(f"    - {{role: {role}, when: false}}\n" for role in ("llmlab", "mlflow", "monitoring"))
-        + "  tasks:\n    - ansible.builtin.debug: {var: llmlab_allowed_ports}\n"
-    )
-    run = run_playbook(playbook, timeout=300)
-    assert run.returncode == 0, run.messages
-    allowed = {
-        host.split("-", 1)[1]: result["llmlab_allowed_ports"]
-        for play in run.report["plays"]
-        for task in play["tasks"]
-        for host, result in task["hosts"].items()
-        if "llmlab_allowed_ports" in result
-    }
+def test_the_contracts_declare_the_listeners_bound_off_loopback(lab, server):
+    """Each role publishes its listener; the ones off loopback are what is exposed, and nothing else is."""
+
+    def declared(host):
+        with host.sudo():
+            listeners = {}
+            for name in ("mlflow", "monitoring"):
+                path = f"/etc/llmlab/config.d/{name}.yaml"
+                listeners |= yaml.safe_load(host.file(path).content_string).get("listeners", {})
+        return {
+            v["port"] for v in listeners.values() if v["address"] not in ("127.0.0.1", "::1", "localhost")
+        }
+
     # node_exporter on ":9100" on the lab host; MLflow on 0.0.0.0:5000 on the server.
-    assert allowed == {"debian12": [22, 9100], "pg-debian12": [22, 5000]}, allowed
-    assert exposed_ports(lab) == {9100}
-    assert exposed_ports(server) == {5000}
+    assert declared(lab) == exposed_ports(lab) == {9100}
+    assert declared(server) == exposed_ports(server) == {5000}
 
 
 def test_verify_accepts_node_exporter_off_loopback(lab):
     config = yaml.safe_load(lab.file("/etc/llmlab/config.yaml").content_string)
-    assert config["verify"]["allowed_ports"] == [22, 9100]
+    assert "allowed_ports" not in config["verify"]  # the listener comes from monitoring's contract
     with lab.sudo():
         run = lab.run("llmlab verify --only services.listening_ports --json")
     assert run.rc == 0, run.stdout + run.stderr
