@@ -78,7 +78,7 @@ def test_a_listener_open_to_the_world_still_fails() -> None:
     )
     result = run_check("services.listening_ports", ctx)
     assert result.status == Status.FAIL
-    assert result.message.startswith("not in allowed_ports or the contracts' listeners: 0.0.0.0:8000 (python3")
+    assert result.message.startswith("not in allowed_ports or the contracts' listeners: 0.0.0.0:8000")
     assert result.items == {"unexpected": 1.0}
 
 
