@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -161,6 +161,12 @@ class VerifySettings(StrictModel):
     )
     jupyter_url: str = Field("http://127.0.0.1:8888/", description="Where JupyterLab answers.")
     jupyter_tls_verify: bool = True
+    jupyter_kind: Literal["single", "hub"] = Field(
+        "single", description="What answers at jupyter_url: one JupyterLab (single) or JupyterHub (hub)."
+    )
+    jupyter_tls_certfile: Path | None = Field(
+        None, description="The certificate Jupyter must serve (PEM); None: not compared."
+    )
     lab_python: Path | None = Field(None, description="The lab environment's python; None: llmlab's own.")
     model_pins: list[str] = Field(default_factory=list, description="Repo ids the store must hold intact.")
     sku_overrides: dict[str, SkuOverride] = Field(default_factory=dict)
