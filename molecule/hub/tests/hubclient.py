@@ -7,7 +7,7 @@ token: its REST API and a kernel over a websocket (tornado, which the hub enviro
 object. Usage: python hubclient.py ACTION [ARGS...]
 
   flow USER CODE     log in, start the server, run CODE in a new kernel (its stdout, the kernel's name)
-  get USER PATH      with USER's token (USER "-": none) GET PATH: {"status": code, "location": ...}
+  get USER PATH      with USER's token GET PATH: {"status": code, ...}; USER "-": no token, redirects followed
   load N             load1..loadN log in and start at once: {"ready": {user: seconds}, "statuses": [...]}
   stop USER          stop USER's server
   servers USER       the servers the hub's API shows USER (an admin sees everyone's)
@@ -78,6 +78,8 @@ def start(tok: str, user: str, timeout: float = 300) -> float:
         server = model.get("servers", {}).get("")
         if server and server.get("ready"):
             return time.monotonic() - began
+        if not server and time.monotonic() - began > 10:  # the hub gave up (its start timeout) or it failed
+            raise SystemExit(json.dumps({"error": f"{user}'s server failed to start: {model}"}))
         time.sleep(1)
     raise SystemExit(json.dumps({"error": f"{user}'s server not ready after {timeout} s"}))
 
@@ -133,8 +135,13 @@ def main(action: str, *args: str) -> dict:
     if action == "get":
         user, path = args
         headers = {} if user == "-" else auth(token(login(user), user))
-        answer = request(requests.Session(), "GET", path, headers=headers, allow_redirects=False)
-        return {"status": answer.status_code, "location": answer.headers.get("Location", "")}
+        # A stranger's redirects are followed to where they end (the login page, or a refusal).
+        answer = request(requests.Session(), "GET", path, headers=headers, allow_redirects=user == "-")
+        return {
+            "status": answer.status_code,
+            "url": answer.url,
+            "location": answer.headers.get("Location", ""),
+        }
     if action == "servers":
         (user,) = args
         tok = token(login(user), user)
