@@ -43,7 +43,7 @@ def age_arg(text: str) -> float:
 def register(subparsers: argparse._SubParsersAction) -> None:
     models = subparsers.add_parser(
         "models",
-        help="the shared model store (Hugging Face cache layout): pull, import, verify, gc, sync",
+        help="the shared model store (Hugging Face cache layout): pull, import, verify, gc, sync, resolve",
         description="Manage the host's shared model store. Exit 0: success; 1: failed or damage found; "
         "2: bad arguments or config. With HF_HUB_OFFLINE=1 HF_HUB_CACHE=<store>, plain transformers loads "
         "every stored model by name.",
@@ -125,6 +125,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         effect = "protect it from" if pinned else "expose it to"
         p = verb(name, f"{name} a model ({effect} gc and rm)", _pinner(pinned))
         p.add_argument("spec", metavar="NAME")
+
+    p = verb(
+        "resolve",
+        "the commit, snapshot and transfer names (ORG--NAME--COMMIT[.tar]) of each NAME[@REVISION] held",
+        _resolve,
+    )
+    p.add_argument("specs", nargs="+", metavar="NAME[@REVISION]")
+
+    p = verb("missing", "the models of a `resolve` result whose commit this store lacks", _missing)
+    p.add_argument(
+        "--from", dest="source", required=True, metavar="FILE", help="the `resolve` JSON; - reads stdin"
+    )
 
     p = verb(
         "sync", "make the store hold exactly the models of MANIFEST.yaml; report what changed", _sync, token
@@ -282,6 +294,23 @@ def _pinner(pinned: bool) -> Callable:
         return {"name": args.spec, "pinned": pinned, "changed": changed}, True, f"{args.spec}: {state}"
 
     return run
+
+
+def _resolve(store, args) -> tuple[dict, bool, str]:
+    from llmlab.models.distribute import resolve
+
+    plan = resolve(store, args.specs)
+    lines = [f"{m['spec']}: {m['commit']} {m['path']}" for m in plan["models"]]
+    lines += [f"{spec}: not in {store.root}" for spec in plan["missing"]]
+    return plan, True, "\n".join(lines)
+
+
+def _missing(store, args) -> tuple[dict, bool, str]:
+    from llmlab.models.distribute import missing, read_wanted
+
+    result = missing(store, read_wanted(args.source))
+    lines = [f"{m['name']}@{m['commit']}" for m in result["models"]]
+    return result, True, "\n".join(lines) or f"{store.root} holds every model"
 
 
 def _sync(store, args) -> tuple[dict, bool, str]:

@@ -59,6 +59,14 @@ def folder_name(name: str) -> str:
     return repo_folder_name(repo_id=check_name(name), repo_type="model")
 
 
+def transfer_name(name: str, commit: str) -> str:
+    """`org/name` at a commit -> `org--name--<commit>`: what a model travels as between stores (an
+    `export` tarball is this with `.tar`, a copied snapshot directory this alone); no `/`, so one file name."""
+    if not COMMIT_RE.fullmatch(commit):
+        raise ValueError(f"{commit!r} is not a 40-hex commit")
+    return f"{check_name(name).replace('/', '--')}--{commit}"
+
+
 def name_from_folder(folder: str) -> str | None:
     if not folder.startswith(REPO_PREFIX):
         return None
