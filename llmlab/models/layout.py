@@ -61,7 +61,7 @@ def folder_name(name: str) -> str:
 
 def transfer_name(name: str, commit: str) -> str:
     """`org/name` at a commit -> `org--name--<commit>`: what a model travels as between stores (an
-    `export` tarball is this with `.tar`, a copied snapshot directory this alone); no `/`, so one file name."""
+    `export` tarball is this with `.tar`, a copied snapshot directory this alone): one file name, no `/`."""
     if not COMMIT_RE.fullmatch(commit):
         raise ValueError(f"{commit!r} is not a 40-hex commit")
     return f"{check_name(name).replace('/', '--')}--{commit}"
