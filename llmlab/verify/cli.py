@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write metrics for node_exporter's textfile collector (atomically); without PATH, "
         f"{TEXTFILE_NAME} in the host config's textfile_dir",
     )
+    parser.add_argument(
+        "--pass-codes",
+        default="0,1",
+        metavar="LIST",
+        help="exit codes that pass, for the report's summary.passed (default 0,1: WARN passes; 0: it fails)",
+    )
     parser.add_argument("--list", action="store_true", help="list the check catalogue and exit")
     parser.set_defaults(handler=run, config_error_exit=EXIT_COULD_NOT_RUN)
 
@@ -62,6 +68,15 @@ def _may_run(category: str, only: list[str], skip: list[str]) -> bool:
     if category in skip:
         return False
     return not only or any(name == category or name.startswith(category + ".") for name in only)
+
+
+def _pass_codes(text: str) -> tuple[int, ...]:
+    codes = _names(text)
+    if not codes or any(code not in ("0", "1", "2") for code in codes):
+        raise ConfigError(
+            f"--pass-codes: {text!r} is not a list of exit codes that can pass; valid: 0, 1, 2 (e.g. 0,1)"
+        )
+    return tuple(sorted({int(code) for code in codes}))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if args.level not in ("1", "2", "3"):
         raise ConfigError(f"--level: {args.level!r} is not a level; valid: 1, 2, 3")
     level = int(args.level)
+    pass_codes = _pass_codes(args.pass_codes)
     config = load_config(args.config)  # ConfigError -> exit 3 before anything runs
 
     from llmlab.verify.context import VerifyContext, real_sources
@@ -97,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     duration = time.perf_counter() - start
     if args.json:
         selection = {"only": args.only, "skip": args.skip}
-        report = to_json(results, ctx, str(config_path(args.config)), duration, selection)
+        report = to_json(results, ctx, str(config_path(args.config)), duration, selection, pass_codes)
         print(json.dumps(report, indent=2, default=str))
     else:
         from rich.console import Console

@@ -11,10 +11,20 @@ from typing import Any
 from llmlab import __version__
 from llmlab.verify.context import VerifyContext
 from llmlab.verify.nvml import NvmlUnavailable
-from llmlab.verify.result import CheckResult, Status, exit_code, worst
+from llmlab.verify.result import EXIT_OK, EXIT_WARN, CheckResult, Status, exit_code, worst
 
 SCHEMA = "llmlab.verify.report"
 SCHEMA_VERSION = 1
+# The exit codes a host passes with unless the caller says otherwise: a WARN is worth a look, not a failed
+# host. 2 (FAIL) may be added; 3 (could not run) never passes, as it prints no report.
+DEFAULT_PASS_CODES: tuple[int, ...] = (EXIT_OK, EXIT_WARN)
+
+
+def passed(results: list[CheckResult], pass_codes: tuple[int, ...] = DEFAULT_PASS_CODES) -> bool:
+    """The verdict on a host: whether its exit code is one that passes. The report carries it as
+    `summary.passed`, and every consumer reads that field instead of deciding again: the llmlab role's
+    tasks_from verify, playbooks/verify.yml and deploys' verify."""
+    return exit_code(results) in pass_codes
 
 
 def host_facts(ctx: VerifyContext) -> dict[str, Any]:
@@ -48,7 +58,12 @@ def counts(results: list[CheckResult]) -> dict[str, int]:
 
 
 def to_json(
-    results: list[CheckResult], ctx: VerifyContext, config_path: str, duration_s: float, selection: dict
+    results: list[CheckResult],
+    ctx: VerifyContext,
+    config_path: str,
+    duration_s: float,
+    selection: dict,
+    pass_codes: tuple[int, ...] = DEFAULT_PASS_CODES,
 ) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
@@ -62,6 +77,8 @@ def to_json(
         "summary": {
             "status": worst(results).value,
             "exit_code": exit_code(results),
+            "passed": passed(results, pass_codes),
+            "pass_codes": list(pass_codes),
             "counts": counts(results),
             "duration_s": round(duration_s, 3),
         },

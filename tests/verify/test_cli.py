@@ -157,3 +157,15 @@ def test_level_2_training_smoke_runs_for_real_and_keeps_stdout_clean(tmp_path):
     assert smoke["id"] == "train.smoke" and smoke["status"] == "OK", smoke
     assert smoke["value"] < smoke["items"]["initial_loss"]
     assert done.returncode == 0
+
+
+def test_pass_codes_decide_summary_passed_and_bad_ones_cannot_run(tmp_path, capsys):
+    config = write_config(tmp_path, {"verify": {"expect": {"gpu_count": 8}}})
+    args = ["--config", str(config), "verify", "--only", "gpu.count", "--json"]
+    assert main(args) == 2
+    assert json.loads(capsys.readouterr().out)["summary"]["passed"] is False
+    assert main([*args, "--pass-codes", "0,1,2"]) == 2  # the exit code keeps its meaning
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["passed"] is True and summary["pass_codes"] == [0, 1, 2]
+    assert main([*args, "--pass-codes", "0,3"]) == 3
+    assert "--pass-codes" in capsys.readouterr().err

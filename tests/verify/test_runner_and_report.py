@@ -12,7 +12,7 @@ from verify_fakes import FakeFs, gpus, healthy_gpu, make_ctx, usage
 
 from llmlab.atomic import atomic_write
 from llmlab.config import ConfigError
-from llmlab.verify.report import SCHEMA_VERSION, prometheus_text, render_table, to_json
+from llmlab.verify.report import SCHEMA_VERSION, passed, prometheus_text, render_table, to_json
 from llmlab.verify.result import Check, CheckResult, Status, exit_code, fail, ok, skip, warn
 from llmlab.verify.runner import catalogue, run_checks, select
 
@@ -100,6 +100,8 @@ def test_json_report_has_the_versioned_schema_host_facts_and_summary():
     assert report["summary"] == {
         "status": "FAIL",
         "exit_code": 2,
+        "passed": False,
+        "pass_codes": [0, 1],
         "counts": {"OK": 1, "WARN": 1, "FAIL": 1, "SKIP": 1},
         "duration_s": 1.23,
     }
@@ -110,6 +112,15 @@ def test_json_report_has_the_versioned_schema_host_facts_and_summary():
     first = report["checks"][0]
     fields = "id category level status message value expected unit hint items duration_s"
     assert set(first) == set(fields.split())
+
+
+def test_the_verdict_passes_ok_and_warn_by_default_and_follows_the_pass_codes():
+    ok_only, with_warn, with_fail = [ok("fine")], [ok("fine"), warn("look")], sample_results()
+    assert passed(ok_only) and passed(with_warn) and not passed(with_fail)
+    assert not passed(with_warn, (0,)) and passed(with_fail, (0, 1, 2))
+    assert passed([]) is True  # nothing selected: exit 0
+    report = to_json(with_warn, make_ctx(), "x", 0.1, {}, (0,))
+    assert report["summary"]["passed"] is False and report["summary"]["pass_codes"] == [0]
 
 
 def test_json_host_facts_name_the_nvml_error_on_a_host_without_gpus():
