@@ -33,8 +33,11 @@ class Target:
     name: str  # inventory_hostname
     pyinfra_name: str  # ssh: the inventory name; docker: @docker/<container>; local: @local
     connection: str  # ssh | docker | local
-    prefix: str  # the lab environment (llmlab_prefix, python_env_prefix, else /opt/llmlab/env)
+    prefix: str  # the lab environment: python_env_prefix (the python_env role's), else its default
     data: dict[str, Any] = field(default_factory=dict)  # pyinfra host data (connector + global args)
+    # llmlab_verify_pass_codes, given to `llmlab verify --pass-codes` as the playbooks do; empty: llmlab's own
+    # default. The verdict is then the report's summary.passed for both.
+    verify_pass_codes: tuple[int, ...] = ()
 
     @property
     def container(self) -> str | None:
@@ -112,9 +115,21 @@ def load_targets(inventory: Path, pattern: str = "all") -> list[Target]:
     return targets
 
 
+def _pass_codes(name: str, value: Any) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    try:
+        if isinstance(value, list | tuple):
+            return tuple(int(code) for code in value)
+    except (TypeError, ValueError):
+        pass
+    raise DeployError(f"{name}: llmlab_verify_pass_codes {value!r} is not a list of exit codes")
+
+
 def _target(name: str, var: Any) -> Target:
     connection = str(var("ansible_connection") or "ssh")
-    prefix = str(var("llmlab_prefix", "python_env_prefix") or DEFAULT_PREFIX)
+    prefix = str(var("python_env_prefix") or DEFAULT_PREFIX)
+    pass_codes = _pass_codes(name, var("llmlab_verify_pass_codes"))
     data: dict[str, Any] = {}
     become = var("ansible_become")
     if become is not None:
@@ -127,9 +142,9 @@ def _target(name: str, var: Any) -> Target:
         container = var("ansible_docker_host", "ansible_host") or name
         data.pop("_sudo", None)  # docker exec runs as the container's root user
         data.pop("_sudo_user", None)
-        return Target(name, f"@docker/{container}", "docker", prefix, data)
+        return Target(name, f"@docker/{container}", "docker", prefix, data, pass_codes)
     if connection in LOCAL_CONNECTIONS:
-        return Target(name, "@local", "local", prefix, data)
+        return Target(name, "@local", "local", prefix, data, pass_codes)
     if connection in SSH_CONNECTIONS:
         data["ssh_hostname"] = str(var("ansible_host", "ansible_ssh_host") or name)
         user = var("ansible_user", "ansible_ssh_user")
@@ -148,7 +163,7 @@ def _target(name: str, var: Any) -> Target:
         # The playbooks run with `become: true`; pyinfra does the same unless the login is root already
         # or the inventory says ansible_become: false.
         data.setdefault("_sudo", user != "root")
-        return Target(name, name, "ssh", prefix, data)
+        return Target(name, name, "ssh", prefix, data, pass_codes)
     raise DeployError(
         f"{name}: ansible_connection {connection!r} is not supported here "
         f"(ssh, community.docker.docker or local)"

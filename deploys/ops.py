@@ -295,7 +295,8 @@ def _deploy_wheel(targets: list[Target], wheel: Wheel) -> list[HostResult]:
 def verify(
     targets: list[Target], level: int = 1, only: list[str] | None = None, skip: list[str] | None = None
 ) -> list[HostResult]:
-    """Run `llmlab verify --json` on each host; a host's status is the report's summary status."""
+    """Run `llmlab verify --json` on each host; a host's status is the report's summary status, and it passes
+    when the report says so (summary.passed, over the inventory's llmlab_verify_pass_codes)."""
     args = ["verify", "--json", "--level", str(level)]
     if only:
         args += ["--only", ",".join(only)]
@@ -306,12 +307,14 @@ def verify(
         results += _unreachable(session, "ERROR")
         metas: dict[str, OperationMeta] = {}
         for name, h in session.hosts.items():
-            llmlab = f"{session.targets[name].prefix}/bin/llmlab"
+            target = session.targets[name]
+            codes = target.verify_pass_codes
+            host_args = [*args, "--pass-codes", ",".join(map(str, codes))] if codes else args
             metas[name] = add_op(
                 session.state,
                 server.shell,
                 name="Run llmlab verify",
-                commands=[_with_rc(llmlab, args)],
+                commands=[_with_rc(f"{target.prefix}/bin/llmlab", host_args)],
                 host=h,
             )[h]
         _run(session)
@@ -336,10 +339,21 @@ def _verify_result(name: str, session: Session, meta: OperationMeta) -> HostResu
     except (ValueError, KeyError, TypeError):
         why = meta.stderr.strip() or stdout.strip()
         return HostResult(name, ok=False, status="ERROR", detail=f"llmlab verify exited {rc}: {why[-1500:]}")
+    if not isinstance(summary.get("passed"), bool):
+        return HostResult(
+            name,
+            ok=False,
+            status="ERROR",
+            detail="the host's llmlab reports no summary.passed (older than this checkout): "
+            "run `python -m deploys deploy` first",
+            report=report,
+        )
     failing = [c["id"] for c in report.get("checks", []) if c.get("status") in ("FAIL", "WARN")]
     counts = summary.get("counts", {})
     detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; exit {rc}"
-    return HostResult(name, ok=status != "FAIL", status=status, detail=detail, failing=failing, report=report)
+    return HostResult(
+        name, ok=summary["passed"], status=status, detail=detail, failing=failing, report=report
+    )
 
 
 # --- models sync ----------------------------------------------------------------------------------------

@@ -1,10 +1,18 @@
-"""Build the llmlab wheel on the controller, and fingerprint what a wheel (or an installed copy) contains."""
+"""Build the llmlab wheel on the controller, and fingerprint what a wheel (or an installed copy) contains.
+
+The one wheel build of the kit: `python -m deploys deploy` calls `build_wheel`, and the llmlab role's install
+step runs `python -m deploys.wheel --source CHECKOUT --wheel-dir DIR`, which prints the wheel's path, version
+and fingerprint as JSON (exit 2 and a message naming the problem when the checkout cannot be built). Only the
+standard library is imported, so the controller's Python needs nothing beyond pip.
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +24,8 @@ from pathlib import Path
 
 from deploys.inventory import DeployError
 
-# The llmlab role's value: an unchanged checkout builds the same bytes, so a re-run uploads nothing.
+# Fixed zip timestamps: an unchanged checkout builds the same bytes, so a re-run (of deploy or of the llmlab
+# role) uploads nothing.
 SOURCE_DATE_EPOCH = "315532800"
 # What the build reads from the checkout; copied to a scratch directory first, so a stale build/ tree or
 # another build in the same checkout never leaks into the wheel.
@@ -97,3 +106,23 @@ def build_wheel(source: Path, out_dir: Path) -> Wheel:
         )
     version, fingerprint = fingerprint_wheel(wheels[0])
     return Wheel(wheels[0], version, fingerprint)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploys.wheel", description="Build the llmlab wheel; print its path as JSON."
+    )
+    parser.add_argument("--source", type=Path, required=True, help="the llmlab checkout")
+    parser.add_argument("--wheel-dir", type=Path, required=True, help="an existing directory for the wheel")
+    args = parser.parse_args(argv)
+    try:
+        wheel = build_wheel(args.source, args.wheel_dir)
+    except DeployError as exc:
+        print(f"python -m deploys.wheel: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"path": str(wheel.path), "version": wheel.version, "fingerprint": wheel.fingerprint}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

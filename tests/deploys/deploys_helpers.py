@@ -75,7 +75,7 @@ def write_inventory(root: Path, container: str) -> Path:
     """An inventory in the playbooks' layout; the prefix comes from group_vars through a template."""
     (root / "group_vars").mkdir(parents=True)
     (root / "group_vars" / "lab.yml").write_text(
-        '---\nlab_root: /opt/llmlab\nllmlab_prefix: "{{ lab_root }}/env"\n', encoding="utf-8"
+        '---\nlab_root: /opt/llmlab\npython_env_prefix: "{{ lab_root }}/env"\n', encoding="utf-8"
     )
     (root / "hosts.yml").write_text(
         f"""---

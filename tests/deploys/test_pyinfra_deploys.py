@@ -69,6 +69,7 @@ def test_verify_reports_the_hosts_status_and_the_exit_code_follows_it(lab: Lab, 
 
     failed = one_host(run_deploys("verify", "-i", str(lab.inventory), "--limit", "lab1", "--json"), 1)
     assert failed["status"] == "FAIL" and not failed["ok"]
+    assert failed["report"]["summary"]["passed"] is False  # the verdict deploys reads, as the playbooks do
     assert "software.torch" in failed["failing"]
     report_fails = [c["id"] for c in failed["report"]["checks"] if c["status"] == "FAIL"]
     assert report_fails and set(report_fails) <= set(failed["failing"])
@@ -81,6 +82,17 @@ def test_verify_reports_the_hosts_status_and_the_exit_code_follows_it(lab: Lab, 
     assert "lab1" in table.stdout and "FAIL" in table.stdout and "software.torch" in table.stdout
     saved = json.loads((reports / "lab1.json").read_text(encoding="utf-8"))
     assert saved["schema"] == "llmlab.verify.report" and saved["summary"]["status"] == "FAIL"
+
+    # The inventory's llmlab_verify_pass_codes reach llmlab, whose summary.passed is the verdict: with 2 in
+    # them, the same FAIL passes (as it would for playbooks/verify.yml).
+    lenient = tmp_path / "lenient"
+    shutil.copytree(lab.inventory.parent, lenient)
+    with (lenient / "group_vars" / "lab.yml").open("a", encoding="utf-8") as f:
+        f.write("llmlab_verify_pass_codes: [0, 1, 2]\n")
+    lenient_run = run_deploys("verify", "-i", str(lenient / "hosts.yml"), "--limit", "lab1", "--json")
+    tolerated = one_host(lenient_run, 0)
+    assert tolerated["ok"] and tolerated["status"] == "FAIL"
+    assert tolerated["report"]["summary"]["pass_codes"] == [0, 1, 2]
 
     only = ("--only", "system.os,system.cpu_count")
     passed = one_host(run_deploys("verify", "-i", str(lab.inventory), "--limit", "lab1", *only, "--json"), 0)
@@ -128,7 +140,7 @@ def test_bad_input_is_named_and_a_missing_container_is_never_created(lab: Lab, t
     bare = tmp_path / "bare.yml"
     bare.write_text(
         "all:\n  hosts:\n    bare:\n      ansible_connection: community.docker.docker\n"
-        f"      ansible_host: {lab.container}\n      llmlab_prefix: /opt/nowhere\n",
+        f"      ansible_host: {lab.container}\n      python_env_prefix: /opt/nowhere\n",
         encoding="utf-8",
     )
     failed = results(run_deploys("deploy", "-i", str(bare), "--source", str(lab.source), "--json"), 1)[0]

@@ -59,12 +59,14 @@ def inventory(tmp_path: Path) -> Path:
           ansible_user: ops
           ansible_port: 2222
           ansible_ssh_private_key_file: /keys/ops
+          llmlab_verify_pass_codes: [0]
         gpu02:
           ansible_user: root
-          llmlab_prefix: /opt/other
+          python_env_prefix: /opt/other
         box:
           ansible_connection: community.docker.docker
           ansible_host: box-container
+          llmlab_prefix: /opt/ignored
         here:
           ansible_connection: local
           ansible_become: false
@@ -92,6 +94,8 @@ def test_connection_variables_map_to_pyinfra_connectors(inventory: Path) -> None
     assert type(gpu01.data["ssh_port"]) is int and type(gpu01.data["ssh_hostname"]) is str
     assert gpu01.prefix == "/srv/env"  # python_env_prefix from group_vars
     assert gpu02.data["_sudo"] is False and gpu02.prefix == "/opt/other"  # root needs no sudo
+    assert box.prefix == "/srv/env"  # python_env owns the prefix; the llmlab role has no llmlab_prefix
+    assert gpu01.verify_pass_codes == (0,) and gpu02.verify_pass_codes == ()  # (): llmlab's default
     assert (box.connection, box.pyinfra_name, box.container) == (
         "docker",
         "@docker/box-container",
@@ -117,6 +121,10 @@ def test_bad_input_names_the_problem(inventory: Path, tmp_path: Path) -> None:
         load_targets(inventory, "nosuch*")
     with pytest.raises(DeployError, match=r"inventory .*missing\.yml: no such file"):
         load_targets(tmp_path / "missing.yml")
+    odd_codes = tmp_path / "codes.yml"
+    odd_codes.write_text("all:\n  hosts:\n    h:\n      llmlab_verify_pass_codes: warn\n", encoding="utf-8")
+    with pytest.raises(DeployError, match=r"h: llmlab_verify_pass_codes 'warn' is not a list"):
+        load_targets(odd_codes)
     broken = tmp_path / "broken.yml"
     broken.write_text("- just\n- a list\n", encoding="utf-8")
     with pytest.raises(DeployError, match=r"inventory .*broken\.yml: cannot be parsed"):
