@@ -39,7 +39,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         if started.returncode != 0:
-            raise RuntimeError(f"{SYSTEMD_CONTAINER.name} {name} exited {started.returncode}:\n{started.stderr}")
+            raise RuntimeError(f"{SYSTEMD_CONTAINER.name} exited {started.returncode}:\n{started.stderr}")
         lab = Lab(name, write_inventory(root / "inventory", name), snapshot_sources(root / "src"))
         prepare(lab)
         yield lab
