@@ -297,7 +297,9 @@ def count_epoch_tokens(cfg: TrainConfig, model_dir: Path) -> int | None:
     except (OSError, ValueError):
         return None
     train, _ = split_eval(
-        encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len).examples, cfg.eval_split, cfg.seed
+        encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len, cfg.too_long).examples,
+        cfg.eval_split,
+        cfg.seed,
     )
     return sum(len(example["input_ids"]) for example in train)
 
