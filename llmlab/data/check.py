@@ -33,6 +33,7 @@ from llmlab.train.schema import DatasetSpec, TrainConfig
 
 SCHEMA = "llmlab.data.check/1"
 MAX_LISTED_ERRORS = 50  # per file; the count is always complete
+ENCODE_BATCH = 2048
 # Normalised duplicates: case-folded, punctuation and runs of whitespace as one space. The field
 # separators (\x1f between fields, \x1e between chat turns) survive, so text cannot move between fields.
 _NOT_WORD = re.compile(r"[^\w\x1e\x1f]+")
@@ -61,13 +62,23 @@ def _normalise(key: str) -> str:
 
 
 def token_lengths(tokenizer, texts: list[str], add_special_tokens: bool) -> list[int]:
-    """Token counts of `texts`, encoded as one batch (in parallel, in Rust, for a fast tokenizer)."""
-    if not texts:
-        return []
+    """Token counts of `texts`, encoded in batches (in parallel, in Rust, for a fast tokenizer).
+
+    Batches of ENCODE_BATCH keep memory flat: every encoding holds its tokens and offsets until counted.
+    """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return [len(e) for e in backend.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]]
+    lengths: list[int] = []
+    for start in range(0, len(texts), ENCODE_BATCH):
+        batch = texts[start : start + ENCODE_BATCH]
+        if backend is not None:
+            lengths += [
+                len(e) for e in backend.encode_batch_fast(batch, add_special_tokens=add_special_tokens)
+            ]
+        else:
+            lengths += [
+                len(ids) for ids in tokenizer(batch, add_special_tokens=add_special_tokens)["input_ids"]
+            ]
+    return lengths
 
 
 def scan_file(tokenizer, spec: DatasetSpec, role: str) -> FileScan:
