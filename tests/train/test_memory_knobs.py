@@ -4,8 +4,8 @@ reads the host's GPU memory through a reader a test can feed."""
 from __future__ import annotations
 
 import importlib.util
-import math
 import json
+import math
 import subprocess
 import sys
 import time
