@@ -3,10 +3,11 @@
 # ~1B Llama with packing, written as one JSON (benchmarks/gpu_check.py; docs/train.md, "A GPU check").
 # Made for a host without network that has Python 3.12 with torch, transformers, peft, accelerate,
 # nvidia-ml-py, psutil, pyyaml and rich: llmlab's other core dependencies come from a wheel directory,
-# made beforehand on a machine with network (a few MiB):
+# made beforehand on a machine with network (3.7 MiB):
 #
 #   pip download --dest wheels --only-binary=:all: --python-version 3.12 \
-#       --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 pydantic docker filelock
+#       --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+#       "pydantic>=2.7,<3" "docker>=7,<8" "filelock>=3.12,<4"
 #
 # Usage: benchmarks/gpu_check.sh [--wheels DIR] [--out FILE] [--work DIR] [--size 1b|tiny] [--steps N]
 #                                [--verify-level N] [--dry-run]
@@ -35,7 +36,8 @@ done
 
 if [[ -n "$wheels" ]]; then
   # --no-index: the host has no network; what is installed already (torch, transformers, ...) is kept.
-  "$python" -m pip install --quiet --no-index --find-links "$wheels" pydantic docker filelock
+  "$python" -m pip install --quiet --no-index --find-links "$wheels" "pydantic>=2.7,<3" "docker>=7,<8" \
+    "filelock>=3.12,<4"
 fi
 if [[ -z "$work" ]]; then
   work="$(mktemp -d)"
