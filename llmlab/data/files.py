@@ -8,6 +8,7 @@ used. Rows are yielded as `(where, record)`: `record` is a dict, or a `BadRow` s
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,12 +64,15 @@ def _datasets_rows(path: Path, suffix: str) -> Iterator[tuple[str, dict[str, Any
     if builder is None:
         raise ConfigError(f"datasets: {path}: unsupported file type {suffix!r}")
     datasets.disable_progress_bars()
-    try:
-        table = datasets.load_dataset(builder, data_files=str(path), split="train")
-    except Exception as exc:  # datasets raises its own and pyarrow's errors for a malformed file
-        raise ConfigError(f"datasets: {path}: could not be read as {builder}: {exc}") from None
-    # CSV: the header is line 1, so row i is line i + 2 (unless a field spans lines).
-    first_line = 2 if builder == "csv" else None
-    for index, record in enumerate(table):
-        where = f"{path}:{index + first_line}" if first_line else f"{path}:row {index + 1}"
-        yield where, record
+    # A throw-away cache: the Arrow copy `datasets` builds is only read here, and would otherwise stay in
+    # the user's cache for every version of every data file checked or trained on.
+    with tempfile.TemporaryDirectory(prefix="llmlab-datasets-") as cache:
+        try:
+            table = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache)
+        except Exception as exc:  # datasets raises its own and pyarrow's errors for a malformed file
+            raise ConfigError(f"datasets: {path}: could not be read as {builder}: {exc}") from None
+        # CSV: the header is line 1, so row i is line i + 2 (unless a field spans lines).
+        first_line = 2 if builder == "csv" else None
+        for index, record in enumerate(table):
+            where = f"{path}:{index + first_line}" if first_line else f"{path}:row {index + 1}"
+            yield where, record

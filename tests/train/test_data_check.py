@@ -9,7 +9,7 @@ import pytest
 from train_helpers import FACTS, base_config, write_config, write_jsonl
 
 from llmlab.cli import main
-from llmlab.data.check import check_datasets, scan_file
+from llmlab.data.check import check_datasets, scan_file, summary_lines
 from llmlab.train.data import encode_datasets
 from llmlab.train.modeling import load_tokenizer
 from llmlab.train.schema import DatasetSpec, validate_train_config
@@ -70,6 +70,9 @@ def test_known_faults_are_counted_exactly_and_strict_fails(
         "truncated": 0,
     }
     assert report["problems"] == {"format_errors": 0, "duplicates": 2, "empty": 2, "leaked": 2}
+    preflight = "\n".join(summary_lines(report))  # what `llmlab train` prints before training
+    assert "13 train / 3 eval examples" in preflight and "found 2 duplicates, 2 empty, 2 leaked" in preflight
+    assert "3 longer than sequence_len=64 (dropped, too_long: drop)" in preflight
 
     code, out = run_cli(capsys, "data", "check", str(path), "--strict")
     assert code == 1 and "leaked: 2 evaluation examples also in training" in out
@@ -123,13 +126,12 @@ def test_too_long_truncate_keeps_rows_with_an_answer_left(tokenizer, tiny_llama_
     assert (split["truncated"], split["dropped_too_long"], split["train"]) == (1, 1, 5)
 
 
-def test_csv_parquet_and_json_files_train_and_check_alike(tokenizer, tmp_path: Path, monkeypatch) -> None:
+def test_csv_parquet_and_json_files_train_and_check_alike(tokenizer, tmp_path: Path) -> None:
     pytest.importorskip("pyarrow")
     import pyarrow
     import pyarrow.csv
     import pyarrow.parquet
 
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     table = pyarrow.table({"instruction": [q for q, _ in FACTS], "output": [a for _, a in FACTS]})
     pyarrow.parquet.write_table(table, tmp_path / "d.parquet")
     pyarrow.csv.write_csv(table, tmp_path / "d.csv")
