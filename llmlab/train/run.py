@@ -4,8 +4,8 @@
 and `metrics.json`; checkpoints go to `output_dir/checkpoint-N`. SIGINT/SIGTERM finish the current optimizer
 step, save a checkpoint and stop; `resume=True` continues from the newest checkpoint with the optimizer,
 scheduler, RNG and data position restored, so the resumed run ends where an uninterrupted one would.
-`train()` reads as its steps: preflight, resolve the base model, prepare the data, build the trainer, train,
-save, collect the metrics (evaluation and provenance included), write them.
+`train()` reads as its steps: preflight, resolve the base model, summarise and prepare the data, build the
+trainer, train, save, collect the metrics (evaluation and provenance included), write them.
 """
 
 from __future__ import annotations
@@ -246,6 +246,15 @@ class PreparedData:
     truncated: int
 
 
+def data_summary(cfg: TrainConfig, tokenizer) -> None:
+    """The preflight lines of `llmlab data check` (faults and lengths of the data), once, on the main process."""
+    if is_main_process():
+        from llmlab.data.check import check_datasets, summary_lines
+
+        for line in summary_lines(check_datasets(cfg, tokenizer)):
+            say(line)
+
+
 def prepare_data(cfg: TrainConfig, tokenizer) -> PreparedData:
     """Tokenize, split off the eval set (plus eval_datasets), and pack (or pad per batch) as configured."""
     from llmlab.train import data as datamod
@@ -458,11 +467,7 @@ def train(cfg: TrainConfig, host: HostConfig | None = None, *, resume: bool = Fa
     set_seed(cfg.seed)
     precision = choose_precision(cfg.precision)
     tokenizer = load_tokenizer(base.path)
-    if is_main_process():
-        from llmlab.data.check import check_datasets, summary_lines
-
-        for line in summary_lines(check_datasets(cfg, tokenizer)):
-            say(line.removeprefix("data: "))
+    data_summary(cfg, tokenizer)
     data = prepare_data(cfg, tokenizer)
     session = build_trainer(cfg, base.path, precision, tokenizer, data)
     output, interrupted = run_training(session.trainer, resume)
