@@ -247,7 +247,7 @@ class PreparedData:
 
 
 def data_summary(cfg: TrainConfig, tokenizer) -> None:
-    """The preflight lines of `llmlab data check` (faults and lengths of the data), once, on the main process."""
+    """The preflight lines of `llmlab data check` (faults and lengths of the data), on the main rank."""
     if is_main_process():
         from llmlab.data.check import check_datasets, summary_lines
 

@@ -102,7 +102,7 @@ def test_optimizer_and_attention_reach_the_trainer_and_model(
         "test",
     )
     precision = choose_precision("fp32", "cpu")
-    assert training_arguments(cfg, precision, False).optim == "adafactor"
+    assert training_arguments(cfg, precision).optim == "adafactor"
     model = load_model(cfg, tiny_llama_dir, load_tokenizer(tiny_llama_dir), precision)
     assert model.config._attn_implementation == "eager"
 
