@@ -124,6 +124,12 @@ def test_too_long_truncate_keeps_rows_with_an_answer_left(tokenizer, tiny_llama_
     config = base_config(tiny_llama_dir, spec.path, tmp_path / "out", sequence_len=64, too_long="truncate")
     split = check_datasets(validate_train_config(config, "test"), tokenizer)["split"]
     assert (split["truncated"], split["dropped_too_long"], split["train"]) == (1, 1, 5)
+    # Training applies too_long to eval_datasets as well, and counts both (metrics.json's `examples`).
+    from llmlab.train.run import prepare_data
+
+    config["eval_datasets"] = [{"path": str(spec.path), "format": "instruction"}]
+    data = prepare_data(validate_train_config(config, "test"), tokenizer)
+    assert (data.truncated, data.dropped, data.n_train, len(data.eval_examples)) == (2, 2, 5, 5)
 
 
 def test_csv_parquet_and_json_files_train_and_check_alike(tokenizer, tmp_path: Path) -> None:
@@ -145,3 +151,34 @@ def test_csv_parquet_and_json_files_train_and_check_alike(tokenizer, tmp_path: P
         spec = DatasetSpec(path=tmp_path / f"d.{suffix}", format="instruction")
         assert encode_datasets(tokenizer, [spec], 512).examples == reference, suffix
         assert scan_file(tokenizer, spec, "train").lengths == [len(e["input_ids"]) for e in reference]
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_train_prints_the_summary_first_on_the_main_rank_only(
+    tiny_llama_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    rank: str,
+) -> None:
+    from llmlab.train import run
+
+    def stop(*_args: object) -> None:
+        raise _Stop  # the summary is printed before the data is prepared; nothing after matters here
+
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setattr(run, "prepare_data", stop)
+    train = write_jsonl(tmp_path / "train.jsonl", faulty_records())
+    config = base_config(tiny_llama_dir, train, tmp_path / "out", sequence_len=64)
+    with pytest.raises(_Stop):
+        run.train(validate_train_config(config, "test"))
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("llmlab train: data: ")]
+    if rank == "0":
+        assert len(printed) == 3 and "16 rows in 1 file(s)" in printed[0], printed
+        assert "found 2 duplicates, 2 empty" in printed[2]
+    else:
+        assert printed == []
