@@ -176,7 +176,8 @@ def test_train_prints_the_summary_first_on_the_main_rank_only(
     config = base_config(tiny_llama_dir, train, tmp_path / "out", sequence_len=64)
     with pytest.raises(_Stop):
         run.train(validate_train_config(config, "test"))
-    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("llmlab train: data: ")]
+    out = capsys.readouterr().out
+    printed = [line for line in out.splitlines() if line.startswith("llmlab train: data: ")]
     if rank == "0":
         assert len(printed) == 3 and "16 rows in 1 file(s)" in printed[0], printed
         assert "found 2 duplicates, 2 empty" in printed[2]
