@@ -246,8 +246,14 @@ def test_the_verify_timer_is_enabled_and_its_service_writes_metrics(host):
     assert timer.is_enabled
     assert timer.is_running
     with host.sudo():
+        # A run the timer started may be in flight; `systemctl start` would join it and report its result.
+        host.run(
+            'while [ "$(systemctl show -p ActiveState --value llmlab-verify.service)" = activating ]; '
+            "do sleep 1; done"
+        )
         run = host.run("systemctl start llmlab-verify.service")
-        assert run.rc == 0, run.stderr
+        journal = host.run("journalctl -u llmlab-verify.service --no-pager -n 60").stdout
+        assert run.rc == 0, run.stderr + journal
         prom = host.file("/var/lib/prometheus/node-exporter/llmlab_verify.prom")
         assert prom.exists
         assert "llmlab_verify_exit_code" in prom.content_string
