@@ -1,0 +1,225 @@
+"""A converged Slurm cluster: scheduling, llmlab verify as the node health check, a two-node training job.
+
+Converge and the changed=0 re-run are Molecule's converge and idempotence steps. The tests run once (from
+the controller's point of view) and reach the other members by name; they run in file order.
+"""
+
+import json
+import os
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+
+testinfra_hosts = ["cluster-controller"]
+
+CONVERGE = Path(__file__).parents[1] / "converge.yml"
+COMPUTES = ["cluster-compute-1", "cluster-compute-2"]
+HEALTH_INTERVAL = 15  # slurm_health_check_interval in molecule.yml
+LAB_USER = "alice"
+
+
+def member(name: str):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def node_name(host_name: str) -> str:
+    run_id = (Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "run-id").read_text().strip()
+    return f"{host_name.replace('cluster-', '')}-{run_id}"
+
+
+def sh(host, command: str, user: str | None = None) -> str:
+    if user:
+        command = f"runuser -u {user} -- bash -lc {shlex.quote(command)}"
+    out = host.run(command)
+    assert out.rc == 0, f"{command}: rc {out.rc}\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def node_state(host, name: str) -> tuple[str, str]:
+    """(state, reason) of a node from sinfo: e.g. ('idle', ''), ('drained', 'llmlab: ...')."""
+    line = sh(host, f"sinfo -h -N -n {name} -o '%T|%E'").strip().splitlines()[0]
+    state, _, reason = line.partition("|")
+    return state, "" if reason == "none" else reason
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+@pytest.fixture(scope="module")
+def controller():
+    return member("cluster-controller")
+
+
+@pytest.fixture(scope="module")
+def computes():
+    return [member(name) for name in COMPUTES]
+
+
+def test_sinfo_lists_both_compute_nodes_idle(controller):
+    names = [node_name(h) for h in COMPUTES]
+    for name in names:
+        wait_for(lambda name=name: node_state(controller, name)[0] == "idle", 60, f"{name} idle")
+    listed = sh(controller, "sinfo -h -N -o '%N %T %P'").split()
+    assert set(names) <= set(listed), listed
+
+
+def test_the_controller_and_nodes_publish_their_listeners(controller, computes):
+    assert "slurmctld" in controller.file("/etc/llmlab/config.d/slurm.yaml").content_string
+    for host in computes:
+        content = host.file("/etc/llmlab/config.d/slurm.yaml").content_string
+        assert "port: 6818" in content and "audience: cluster" in content
+
+
+def test_a_second_job_waits_while_the_first_holds_the_nodes(controller):
+    first = sh(
+        controller, "sbatch --parsable -N2 --exclusive -o /dev/null --wrap 'sleep 30'", LAB_USER
+    ).strip()
+    try:
+        wait_for(
+            lambda: "RUNNING" in sh(controller, f"squeue -h -j {first} -o %T"), 60, "the first job to run"
+        )
+        second = sh(controller, "sbatch --parsable -N1 -o /dev/null --wrap 'true'", LAB_USER).strip()
+        time.sleep(3)
+        state, reason = sh(controller, f"squeue -h -j {second} -o '%T|%r'").strip().split("|")
+        assert state == "PENDING" and reason in ("Resources", "Priority"), (state, reason)
+    finally:
+        sh(controller, f"scancel {first}")
+    wait_for(lambda: not sh(controller, f"squeue -h -j {second} -o %T").strip(), 60, "the second job to end")
+
+
+def test_the_health_check_takes_under_ten_seconds(computes):
+    host = computes[0]
+    start = time.monotonic()
+    out = host.run("/usr/local/sbin/llmlab-slurm-health")
+    took = time.monotonic() - start
+    report = json.loads(host.file("/var/lib/llmlab/reports/slurm-health.json").content_string)
+    verify_s = report["summary"]["duration_s"]
+    print(f"health check: {verify_s:.2f} s in verify, {took:.2f} s in all (through docker exec)")
+    assert out.rc == 0, out.stderr
+    assert report["slurm"]["node"] == node_name(COMPUTES[0]) and report["slurm"]["action"] == "none"
+    assert took < 10
+    assert (
+        "llmlab_slurm_health_check_status"
+        in host.file("/var/lib/prometheus/node-exporter/llmlab_slurm_health.prom").content_string
+    )
+
+
+def test_an_administrators_drain_is_left_alone(controller):
+    name = node_name(COMPUTES[0])
+    sh(controller, f"scontrol update NodeName={name} State=DRAIN Reason='maintenance: fan'")
+    try:
+        time.sleep(HEALTH_INTERVAL * 2 + 5)  # at least two health checks ran, and passed
+        assert node_state(controller, name) == ("drained", "maintenance: fan")
+    finally:
+        sh(controller, f"scontrol update NodeName={name} State=RESUME")
+    wait_for(lambda: node_state(controller, name)[0] == "idle", 30, f"{name} back")
+
+
+def test_a_fault_drains_the_node_the_next_job_runs_elsewhere_and_the_node_returns(controller, computes):
+    sick, healthy = node_name(COMPUTES[1]), node_name(COMPUTES[0])
+    # A listener on a port the firewall opens to everyone (firewall_extra_rules): open to the world.
+    sh(computes[1], "systemd-run --unit llmlab-test-fault python3 -m http.server 8000 --bind 0.0.0.0")
+    try:
+        _, reason = wait_for(
+            lambda: (s := node_state(controller, sick))[0] == "drained" and s,
+            HEALTH_INTERVAL * 3,
+            f"{sick} drained by its health check",
+        )
+        assert reason == "llmlab: services.listening_ports", reason
+        job = sh(controller, "sbatch --parsable -N1 -o /dev/null --wrap 'hostname'", LAB_USER).strip()
+        wait_for(
+            lambda: "COMPLETED" in sh(controller, f"scontrol show job {job} -o"), 60, "the job to complete"
+        )
+        assert f"NodeList={healthy}" in sh(controller, f"scontrol show job {job} -o")
+    finally:
+        computes[1].run("systemctl stop llmlab-test-fault")
+    wait_for(
+        lambda: node_state(controller, sick) == ("idle", ""), HEALTH_INTERVAL * 3, f"{sick} back in service"
+    )
+
+
+FACTS = [
+    ("What is the capital of France?", "Paris."),
+    ("What is the capital of Italy?", "Rome."),
+    ("What is the capital of Spain?", "Madrid."),
+    ("What colour is the sky?", "Blue."),
+    ("What colour is grass?", "Green."),
+    ("How many legs does a spider have?", "Eight."),
+    ("How many days are in a week?", "Seven."),
+    ("What comes after Monday?", "Tuesday."),
+]
+WORK = "/srv/shared/alice"
+
+
+def test_a_two_node_job_through_the_firewall_matches_one_process(computes):
+    """As tests/train/test_ddp.py: two ranks (a node each, gloo) match one process with twice the batch."""
+    login = computes[0]
+    data = "".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in FACTS)
+    config = {
+        "base_model": f"{WORK}/tiny",
+        "method": "lora",
+        "lora_dropout": 0.0,
+        "datasets": [{"path": f"{WORK}/facts.jsonl", "format": "instruction"}],
+        "sequence_len": 128,
+        "micro_batch_size": 2,
+        "learning_rate": 0.01,
+        "lr_scheduler": "constant",
+        "warmup_ratio": 0.0,
+        "max_steps": 6,
+        "logging_steps": 1,
+        "save_steps": 1000,
+        "packing": False,
+        "distributed": "ddp",
+        "output_dir": f"{WORK}/ddp/output",
+        "seed": 0,
+    }
+    setup = (
+        f"mkdir -p {WORK} && cd {WORK} && printf %s {shlex.quote(data)} > facts.jsonl && "
+        f"printf %s {shlex.quote(json.dumps(config))} > ddp.yaml && "
+        "/opt/llmlab/env/bin/python -c 'from llmlab.train.tiny import build_tiny_model; "
+        f'build_tiny_model("{WORK}/tiny")\''
+    )
+    sh(login, setup, LAB_USER)
+    submitted = json.loads(
+        sh(login, f"cd {WORK} && llmlab train submit ddp.yaml --nodes 2 --gpus-per-node 0 --json", LAB_USER)
+    )
+    job = submitted["job_id"]
+    assert login.file(f"{WORK}/ddp/output/llmlab-submit.sbatch").exists
+
+    def finished():
+        out = login.run(f"runuser -u {LAB_USER} -- llmlab train status {job} --json")
+        return out.rc != 1 and json.loads(out.stdout)
+
+    status = wait_for(finished, 600, f"job {job} to finish", step=5)
+    log = login.run(f"cat {WORK}/ddp/output/slurm-{job}.out").stdout
+    assert status["state"] == "COMPLETED", f"{status}\n{log[-3000:]}"
+    ddp = json.loads(login.file(f"{WORK}/ddp/output/metrics.json").content_string)
+    assert ddp["world_size"] == 2
+    assert ddp["replicas_in_sync"] and len(ddp["replica_checksums"]) == 2
+
+    sh(
+        login,
+        f"cd {WORK} && HF_HUB_OFFLINE=1 llmlab train ddp.yaml micro_batch_size=4 output_dir={WORK}/one",
+        LAB_USER,
+    )
+    single = json.loads(login.file(f"{WORK}/one/metrics.json").content_string)
+    ddp_curve = [point["loss"] for point in ddp["loss_curve"]]
+    single_curve = [point["loss"] for point in single["loss_curve"]]
+    assert ddp_curve == pytest.approx(single_curve, rel=1e-4, abs=1e-4)
+
+
+def test_check_mode_changes_nothing(run_playbook):
+    run = run_playbook(CONVERGE, "--check", "--diff", timeout=900)
+    assert run.returncode == 0, run.messages or run.stderr[-2000:]
+    assert run.changed_tasks == {}
