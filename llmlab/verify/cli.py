@@ -161,8 +161,9 @@ def _slurm_health(
     args: argparse.Namespace, ctx: Any, config: HostConfig, results: list[Any], duration: float
 ) -> int:
     """Drain or resume this node from the results; write the JSON report and the metrics like the timer."""
+    from llmlab.atomic import atomic_write
     from llmlab.verify import slurm_health as sh
-    from llmlab.verify.report import prometheus_text, to_json, write_atomically
+    from llmlab.verify.report import prometheus_text, to_json
     from llmlab.verify.result import EXIT_FAIL, EXIT_OK, Status
 
     node = args.slurm_node or sh.default_node_name(dict(os.environ))
@@ -186,7 +187,8 @@ def _slurm_health(
     ]
     for path, content in outputs:
         try:
-            write_atomically(path, content)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, content)
         except OSError as exc:
             print(f"llmlab verify --slurm-health: cannot write {path}: {exc}", file=sys.stderr)
     if args.json:

@@ -139,3 +139,49 @@ def test_scontrol_errors_are_reported() -> None:
 def test_metric_names_do_not_clash_with_the_timer() -> None:
     text = "llmlab_verify_exit_code 0\n# TYPE llmlab_verify_duration_seconds gauge\n"
     assert "llmlab_verify_" not in sh.prometheus_prefixed(text)
+
+
+def test_the_cli_drains_then_resumes_and_writes_report_and_metrics(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`llmlab verify --slurm-health` end to end with a fake scontrol on PATH (a shell script)."""
+    import json
+    import os
+
+    import yaml
+
+    from llmlab.cli import main
+
+    bin_dir, calls, state = tmp_path / "bin", tmp_path / "calls", tmp_path / "node"
+    bin_dir.mkdir()
+    state.write_text(node_text("IDLE"))
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n[ "$1" = show ] && cat {state}\nexit 0\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_store": str(tmp_path),
+                "reports_dir": str(tmp_path / "reports"),
+                "textfile_dir": str(tmp_path / "textfile"),
+                "verify": {"thresholds": {"disk_used_percent": {"warn": 0, "fail": 0}}},
+            }
+        )
+    )
+    argv = ["--config", str(config), "verify", "--slurm-health", "--slurm-node", "n1"]
+    argv += ["--only", "system.disk_root"]
+    assert main([*argv, "--slurm-prolog"]) == 1  # a prolog that fails: Slurm requeues the job
+    drain = "update NodeName=n1 State=DRAIN Reason=llmlab: system.disk_root"
+    assert calls.read_text().splitlines()[-1] == drain
+    report = json.loads((tmp_path / "reports" / "slurm-health.json").read_text())
+    assert report["slurm"]["action"] == "drain" and report["summary"]["status"] == "FAIL"
+    metrics = (tmp_path / "textfile" / "llmlab_slurm_health.prom").read_text()
+    assert "llmlab_slurm_health_check_status" in metrics
+
+    state.write_text(node_text("IDLE+DRAIN", "llmlab: system.disk_root"))
+    config.write_text(config.read_text().replace("fail: 0", "fail: 100").replace("warn: 0", "warn: 100"))
+    assert main(argv) == 0
+    assert calls.read_text().splitlines()[-1] == "update NodeName=n1 State=RESUME"
+    capsys.readouterr()
