@@ -173,6 +173,7 @@ def _slurm_health(
     code = EXIT_FAIL if failed else EXIT_OK
     try:
         report["slurm"] = sh.apply(ctx.sources.runner, node, results)
+        report["slurm"]["trigger"] = "prolog" if args.slurm_prolog else "health_check"
     except (sh.SlurmError, ValueError) as exc:
         report["slurm"] = {"node": node, "action": "error", "error": str(exc)}
         print(f"llmlab verify --slurm-health: {exc}", file=sys.stderr)

@@ -177,6 +177,7 @@ def test_the_cli_drains_then_resumes_and_writes_report_and_metrics(
     assert calls.read_text().splitlines()[-1] == drain
     report = json.loads((tmp_path / "reports" / "slurm-health.json").read_text())
     assert report["slurm"]["action"] == "drain" and report["summary"]["status"] == "FAIL"
+    assert report["slurm"]["trigger"] == "prolog"
     metrics = (tmp_path / "textfile" / "llmlab_slurm_health.prom").read_text()
     assert "llmlab_slurm_health_check_status" in metrics
 

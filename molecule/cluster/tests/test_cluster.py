@@ -6,6 +6,7 @@ the controller's point of view) and reach the other members by name; they run in
 
 import json
 import os
+import re
 import shlex
 import time
 from pathlib import Path
@@ -16,9 +17,14 @@ import testinfra
 testinfra_hosts = ["cluster-controller"]
 
 CONVERGE = Path(__file__).parents[1] / "converge.yml"
+TRAIN = Path(__file__).parents[3] / "playbooks" / "train.yml"
 COMPUTES = ["cluster-compute-1", "cluster-compute-2"]
-HEALTH_INTERVAL = 15  # slurm_health_check_interval in molecule.yml
+HEALTH_INTERVAL = 10  # slurm_health_check_interval in molecule.yml
 LAB_USER = "alice"
+WORK = "/srv/shared/alice"
+HEALTH_REPORT = "/var/lib/llmlab/reports/slurm-health.json"
+# A listener on a port the firewall opens to everyone (firewall_extra_rules): open to the world, a FAIL.
+FAULT = "systemd-run --collect --unit llmlab-test-fault python3 -m http.server 8000 --bind 0.0.0.0"
 
 
 def member(name: str):
@@ -103,7 +109,7 @@ def test_the_health_check_takes_under_ten_seconds(computes):
     start = time.monotonic()
     out = host.run("/usr/local/sbin/llmlab-slurm-health")
     took = time.monotonic() - start
-    report = json.loads(host.file("/var/lib/llmlab/reports/slurm-health.json").content_string)
+    report = json.loads(host.file(HEALTH_REPORT).content_string)
     verify_s = report["summary"]["duration_s"]
     print(f"health check: {verify_s:.2f} s in verify, {took:.2f} s in all (through docker exec)")
     assert out.rc == 0, out.stderr
@@ -128,8 +134,7 @@ def test_an_administrators_drain_is_left_alone(controller):
 
 def test_a_fault_drains_the_node_the_next_job_runs_elsewhere_and_the_node_returns(controller, computes):
     sick, healthy = node_name(COMPUTES[1]), node_name(COMPUTES[0])
-    # A listener on a port the firewall opens to everyone (firewall_extra_rules): open to the world.
-    sh(computes[1], "systemd-run --unit llmlab-test-fault python3 -m http.server 8000 --bind 0.0.0.0")
+    sh(computes[1], FAULT)
     try:
         _, reason = wait_for(
             lambda: (s := node_state(controller, sick))[0] == "drained" and s,
@@ -149,6 +154,45 @@ def test_a_fault_drains_the_node_the_next_job_runs_elsewhere_and_the_node_return
     )
 
 
+def test_the_prolog_drains_a_node_whose_checks_fail_before_a_job_starts_there(controller, computes):
+    """A fault that appeared since the last periodic check: the job's prolog finds it, drains the node with
+    llmlab's reason, and Slurm requeues the job (not held: nohold_on_prolog_fail) instead of running it."""
+    sick_host, sick, healthy = computes[1], node_name(COMPUTES[1]), node_name(COMPUTES[0])
+    ran = f"{WORK}/prolog-job-ran"
+    holder = sh(
+        controller, f"sbatch --parsable -N1 --exclusive -w {healthy} -o /dev/null --wrap 'sleep 300'", LAB_USER
+    ).strip()
+    job = ""
+    try:
+        wait_for(lambda: "RUNNING" in sh(controller, f"squeue -h -j {holder} -o %T"), 60, "the holder to run")
+        # Just after a periodic health check on the sick node, so that the next one is ~HEALTH_INTERVAL s away.
+        stamp = f"stat -c %Y {HEALTH_REPORT}"
+        before = sh(sick_host, stamp)
+        wait_for(lambda: sh(sick_host, stamp) != before, HEALTH_INTERVAL * 2, "a periodic health check")
+        sh(sick_host, f"{FAULT} && timeout 20 sh -c 'until ss -ltn | grep -q \":8000 \"; do sleep 0.2; done'")
+        job = sh(controller, f"sbatch --parsable -N1 -o /dev/null --wrap 'touch {ran}'", LAB_USER).strip()
+        _, reason = wait_for(
+            lambda: (s := node_state(controller, sick))[0] in ("drained", "draining") and s,
+            HEALTH_INTERVAL,
+            f"{sick} drained by the prolog",
+        )
+        assert reason == "llmlab: services.listening_ports", reason
+        shown = wait_for(
+            lambda: (out := sh(controller, f"scontrol show job {job} -o")) and "Restarts=1" in out and out,
+            30,
+            f"job {job} requeued",
+        )
+        held = re.search(r" Reason=(\S+)", shown)
+        assert "JobState=PENDING" in shown and held and "held" not in held.group(1).lower(), shown
+        assert not sick_host.file(ran).exists, "the job ran on the node that failed its prolog"
+    finally:
+        sh(controller, f"scancel {holder} {job}")
+        sick_host.run("systemctl stop llmlab-test-fault")
+    wait_for(
+        lambda: node_state(controller, sick) == ("idle", ""), HEALTH_INTERVAL * 3, f"{sick} back in service"
+    )
+
+
 FACTS = [
     ("What is the capital of France?", "Paris."),
     ("What is the capital of Italy?", "Rome."),
@@ -159,7 +203,6 @@ FACTS = [
     ("How many days are in a week?", "Seven."),
     ("What comes after Monday?", "Tuesday."),
 ]
-WORK = "/srv/shared/alice"
 
 
 def test_a_two_node_job_through_the_firewall_matches_one_process(computes):
@@ -217,6 +260,50 @@ def test_a_two_node_job_through_the_firewall_matches_one_process(computes):
     ddp_curve = [point["loss"] for point in ddp["loss_curve"]]
     single_curve = [point["loss"] for point in single["loss_curve"]]
     assert ddp_curve == pytest.approx(single_curve, rel=1e-4, abs=1e-4)
+
+
+def test_train_yml_submits_through_slurm_and_fetches_the_metrics(run_playbook, tmp_path):
+    """playbooks/train.yml on a Slurm cluster (llmlab_train_via auto): the first host submits one job over as
+    many nodes as the play has, waits for it, and fetches metrics.json; the tiny model is the test above's."""
+    data = tmp_path / "facts.jsonl"
+    data.write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in FACTS))
+    config = tmp_path / "via-slurm.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "base_model": f"{WORK}/tiny",
+                "method": "lora",
+                "datasets": [{"path": "facts.jsonl", "format": "instruction"}],
+                "sequence_len": 128,
+                "micro_batch_size": 2,
+                "max_steps": 2,
+                "logging_steps": 1,
+                "save_steps": 1000,
+                "distributed": "ddp",
+            }
+        )
+    )
+    extra_vars = {
+        "llmlab_train_hosts": "slurm_computes",
+        "llmlab_train_config": str(config),
+        "llmlab_train_files": [str(data)],
+        "llmlab_train_user": LAB_USER,
+        "llmlab_train_runs_dir": WORK,
+        "llmlab_train_metrics_dir": str(tmp_path / "metrics"),
+        "llmlab_train_poll": 3,
+        "llmlab_train_timeout": 600,
+    }
+    run = run_playbook(TRAIN, extra_vars=extra_vars, timeout=900)
+    assert run.returncode == 0, run.messages or run.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics" / "via-slurm" / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["world_size"] == 2
+    submitted = [
+        task["hosts"]
+        for play in run.report["plays"]
+        for task in play["tasks"]
+        if task["task"]["name"] == "Submit the job to Slurm"
+    ][0]
+    assert [h for h, r in submitted.items() if not r.get("skipped")] == [COMPUTES[0]]
 
 
 def test_check_mode_changes_nothing(run_playbook):
