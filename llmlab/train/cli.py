@@ -55,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--print-schema", action="store_true", help="print the config's JSON schema and exit")
     train.set_defaults(handler=_schema_or_usage, config_error_exit=EXIT_USAGE)
-    verbs = train.add_subparsers(dest="train_verb", metavar="{CONFIG.yaml,merge,submit,status}", action=_ConfigOrVerb)
+    verbs = train.add_subparsers(
+        dest="train_verb", metavar="{CONFIG.yaml,merge,submit,status}", action=_ConfigOrVerb
+    )
 
     run = verbs.add_parser("run", help="train from CONFIG.yaml (`run` may be left out)")
     run.add_argument("config_file", metavar="CONFIG.yaml", help="training config")

@@ -46,7 +46,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     sub.add_argument("--time", default=None, help="time limit (Slurm's format, e.g. 2:00:00)")
     sub.add_argument("--json", action="store_true", help="print the submission as JSON")
     sub.set_defaults(handler=run_submit)
-    status = verbs.add_parser("status", help="a Slurm job's state (exit 0 done, 1 waiting, 2 failed, 3 unknown)")
+    status = verbs.add_parser(
+        "status", help="a Slurm job's state (exit 0 done, 1 waiting, 2 failed, 3 unknown)"
+    )
     status.add_argument("job_id", metavar="JOB", help="Slurm job id, as `llmlab train submit` printed it")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(handler=run_status, config_error_exit=EXIT_UNKNOWN)
@@ -208,7 +210,8 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
     else:
-        extra = ", ".join(f"{k} {v}" for k, v in status.items() if k in ("reason", "exit_code", "nodes") and v)
+        shown = ("reason", "exit_code", "nodes")
+        extra = ", ".join(f"{k} {v}" for k, v in status.items() if k in shown and v)
         print(f"job {status['job_id']}: {status['state']}" + (f" ({extra})" if extra else ""))
     return status_exit_code(status["state"])
 

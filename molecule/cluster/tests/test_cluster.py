@@ -16,8 +16,8 @@ import testinfra
 
 testinfra_hosts = ["cluster-controller"]
 
-CONVERGE = Path(__file__).parents[1] / "converge.yml"
-TRAIN = Path(__file__).parents[3] / "playbooks" / "train.yml"
+PLAYBOOKS = Path(__file__).parents[3] / "playbooks"
+SLURM_PLAYBOOK, TRAIN = PLAYBOOKS / "slurm.yml", PLAYBOOKS / "train.yml"
 COMPUTES = ["cluster-compute-1", "cluster-compute-2"]
 HEALTH_INTERVAL = 10  # slurm_health_check_interval in molecule.yml
 LAB_USER = "alice"
@@ -159,13 +159,12 @@ def test_the_prolog_drains_a_node_whose_checks_fail_before_a_job_starts_there(co
     llmlab's reason, and Slurm requeues the job (not held: nohold_on_prolog_fail) instead of running it."""
     sick_host, sick, healthy = computes[1], node_name(COMPUTES[1]), node_name(COMPUTES[0])
     ran = f"{WORK}/prolog-job-ran"
-    holder = sh(
-        controller, f"sbatch --parsable -N1 --exclusive -w {healthy} -o /dev/null --wrap 'sleep 300'", LAB_USER
-    ).strip()
+    hold = f"sbatch --parsable -N1 --exclusive -w {healthy} -o /dev/null --wrap 'sleep 300'"
+    holder = sh(controller, hold, LAB_USER).strip()
     job = ""
     try:
         wait_for(lambda: "RUNNING" in sh(controller, f"squeue -h -j {holder} -o %T"), 60, "the holder to run")
-        # Just after a periodic health check on the sick node, so that the next one is ~HEALTH_INTERVAL s away.
+        # Just after a periodic health check on the sick node: the next one is ~HEALTH_INTERVAL s away.
         stamp = f"stat -c %Y {HEALTH_REPORT}"
         before = sh(sick_host, stamp)
         wait_for(lambda: sh(sick_host, stamp) != before, HEALTH_INTERVAL * 2, "a periodic health check")
@@ -205,81 +204,36 @@ FACTS = [
 ]
 
 
-def test_a_two_node_job_through_the_firewall_matches_one_process(computes):
-    """As tests/train/test_ddp.py: two ranks (a node each, gloo) match one process with twice the batch."""
+def test_a_two_node_job_through_slurm_and_the_firewall_matches_one_process(run_playbook, computes, tmp_path):
+    """playbooks/train.yml on the cluster (llmlab_train_via auto: Slurm, since the nodes have the slurm role's
+    contract): the first host runs `llmlab train submit` as the lab user over as many nodes as the play has,
+    waits with `llmlab train status`, and fetches metrics.json. As tests/train/test_ddp.py: the two ranks (a
+    node each, gloo over TCP through the firewall) match one process with twice the micro-batch."""
     login = computes[0]
-    data = "".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in FACTS)
-    config = {
-        "base_model": f"{WORK}/tiny",
-        "method": "lora",
-        "lora_dropout": 0.0,
-        "datasets": [{"path": f"{WORK}/facts.jsonl", "format": "instruction"}],
-        "sequence_len": 128,
-        "micro_batch_size": 2,
-        "learning_rate": 0.01,
-        "lr_scheduler": "constant",
-        "warmup_ratio": 0.0,
-        "max_steps": 6,
-        "logging_steps": 1,
-        "save_steps": 1000,
-        "packing": False,
-        "distributed": "ddp",
-        "output_dir": f"{WORK}/ddp/output",
-        "seed": 0,
-    }
-    setup = (
-        f"mkdir -p {WORK} && cd {WORK} && printf %s {shlex.quote(data)} > facts.jsonl && "
-        f"printf %s {shlex.quote(json.dumps(config))} > ddp.yaml && "
-        "/opt/llmlab/env/bin/python -c 'from llmlab.train.tiny import build_tiny_model; "
-        f'build_tiny_model("{WORK}/tiny")\''
-    )
-    sh(login, setup, LAB_USER)
-    submitted = json.loads(
-        sh(login, f"cd {WORK} && llmlab train submit ddp.yaml --nodes 2 --gpus-per-node 0 --json", LAB_USER)
-    )
-    job = submitted["job_id"]
-    assert login.file(f"{WORK}/ddp/output/llmlab-submit.sbatch").exists
-
-    def finished():
-        out = login.run(f"runuser -u {LAB_USER} -- llmlab train status {job} --json")
-        return out.rc != 1 and json.loads(out.stdout)
-
-    status = wait_for(finished, 600, f"job {job} to finish", step=5)
-    log = login.run(f"cat {WORK}/ddp/output/slurm-{job}.out").stdout
-    assert status["state"] == "COMPLETED", f"{status}\n{log[-3000:]}"
-    ddp = json.loads(login.file(f"{WORK}/ddp/output/metrics.json").content_string)
-    assert ddp["world_size"] == 2
-    assert ddp["replicas_in_sync"] and len(ddp["replica_checksums"]) == 2
-
-    sh(
-        login,
-        f"cd {WORK} && HF_HUB_OFFLINE=1 llmlab train ddp.yaml micro_batch_size=4 output_dir={WORK}/one",
-        LAB_USER,
-    )
-    single = json.loads(login.file(f"{WORK}/one/metrics.json").content_string)
-    ddp_curve = [point["loss"] for point in ddp["loss_curve"]]
-    single_curve = [point["loss"] for point in single["loss_curve"]]
-    assert ddp_curve == pytest.approx(single_curve, rel=1e-4, abs=1e-4)
-
-
-def test_train_yml_submits_through_slurm_and_fetches_the_metrics(run_playbook, tmp_path):
-    """playbooks/train.yml on a Slurm cluster (llmlab_train_via auto): the first host submits one job over as
-    many nodes as the play has, waits for it, and fetches metrics.json; the tiny model is the test above's."""
+    build = f"from llmlab.train.tiny import build_tiny_model; build_tiny_model('{WORK}/tiny')"
+    # A run whose metrics.json exists is not started again: start from nothing on a kept instance too.
+    sh(login, f"rm -rf {WORK}/ddp {WORK}/one && /opt/llmlab/env/bin/python -c {shlex.quote(build)}", LAB_USER)
     data = tmp_path / "facts.jsonl"
     data.write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in FACTS))
-    config = tmp_path / "via-slurm.yaml"
+    config = tmp_path / "ddp.yaml"
     config.write_text(
         json.dumps(
             {
                 "base_model": f"{WORK}/tiny",
                 "method": "lora",
+                "lora_dropout": 0.0,
                 "datasets": [{"path": "facts.jsonl", "format": "instruction"}],
                 "sequence_len": 128,
                 "micro_batch_size": 2,
-                "max_steps": 2,
+                "learning_rate": 0.01,
+                "lr_scheduler": "constant",
+                "warmup_ratio": 0.0,
+                "max_steps": 6,
                 "logging_steps": 1,
                 "save_steps": 1000,
+                "packing": False,
                 "distributed": "ddp",
+                "seed": 0,
             }
         )
     )
@@ -291,22 +245,39 @@ def test_train_yml_submits_through_slurm_and_fetches_the_metrics(run_playbook, t
         "llmlab_train_runs_dir": WORK,
         "llmlab_train_metrics_dir": str(tmp_path / "metrics"),
         "llmlab_train_poll": 3,
-        "llmlab_train_timeout": 600,
+        "llmlab_train_timeout": 900,
     }
-    run = run_playbook(TRAIN, extra_vars=extra_vars, timeout=900)
+    run = run_playbook(TRAIN, extra_vars=extra_vars, timeout=1200)
     assert run.returncode == 0, run.messages or run.stderr[-2000:]
-    metrics = json.loads((tmp_path / "metrics" / "via-slurm" / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["world_size"] == 2
-    submitted = [
-        task["hosts"]
+    submitted = {
+        host: result
         for play in run.report["plays"]
         for task in play["tasks"]
-        if task["task"]["name"] == "Submit the job to Slurm"
-    ][0]
-    assert [h for h, r in submitted.items() if not r.get("skipped")] == [COMPUTES[0]]
+        if task["task"]["name"].endswith("Submit the job to Slurm")
+        for host, result in task["hosts"].items()
+        if not result.get("skipped")
+    }
+    assert list(submitted) == [COMPUTES[0]], submitted  # one job, from the first host
+    job = json.loads(submitted[COMPUTES[0]]["stdout"])["job_id"]
+    shown = sh(login, f"scontrol show job {job} -o")
+    assert "JobState=COMPLETED" in shown and f"UserId={LAB_USER}(" in shown and "NumNodes=2" in shown, shown
+    assert login.file(f"{WORK}/ddp/output/llmlab-submit.sbatch").exists  # kept with the run
+    status = login.run(f"runuser -u {LAB_USER} -- llmlab train status {job} --json")
+    assert status.rc == 0 and json.loads(status.stdout)["state"] == "COMPLETED", status.stdout
+    ddp = json.loads((tmp_path / "metrics" / "ddp" / "metrics.json").read_text())
+    assert ddp["status"] == "completed" and ddp["world_size"] == 2
+    assert ddp["replicas_in_sync"] and len(ddp["replica_checksums"]) == 2
+
+    single_run = f"llmlab train train.yaml micro_batch_size=4 output_dir={WORK}/one"
+    sh(login, f"cd {WORK}/ddp && HF_HUB_OFFLINE=1 {single_run}", LAB_USER)
+    single = json.loads(login.file(f"{WORK}/one/metrics.json").content_string)
+    ddp_curve = [point["loss"] for point in ddp["loss_curve"]]
+    single_curve = [point["loss"] for point in single["loss_curve"]]
+    assert len(ddp_curve) == 6 and ddp_curve == pytest.approx(single_curve, rel=1e-4, abs=1e-4)
 
 
 def test_check_mode_changes_nothing(run_playbook):
-    run = run_playbook(CONVERGE, "--check", "--diff", timeout=900)
+    """The slurm play of converge.yml (the other roles' check mode is their own scenarios' test)."""
+    run = run_playbook(SLURM_PLAYBOOK, "--check", "--diff", timeout=900)
     assert run.returncode == 0, run.messages or run.stderr[-2000:]
     assert run.changed_tasks == {}
