@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import threading
 import time
 from pathlib import Path
 
@@ -204,7 +205,37 @@ FACTS = [
 ]
 
 
-def test_a_two_node_job_through_slurm_and_the_firewall_matches_one_process(run_playbook, computes, tmp_path):
+class HealthWatch(threading.Thread):
+    """While a job runs: every node drain seen in sinfo, and every health report whose listening_ports check
+    found listeners that only the firewall's admitted sources reach."""
+
+    def __init__(self, controller, computes) -> None:
+        super().__init__(daemon=True)
+        self.controller, self.computes = controller, computes
+        self.stop, self.drains, self.firewalled = threading.Event(), set(), set()
+
+    def run(self) -> None:
+        while not self.stop.wait(2):
+            for line in self.controller.run("sinfo -h -N -o '%N|%T|%E'").stdout.splitlines():
+                if "drain" in line:
+                    self.drains.add(line)
+            for name, host in zip(COMPUTES, self.computes, strict=True):
+                report = host.run(f"cat {HEALTH_REPORT}").stdout
+                if "reachable only from admitted sources" in report:
+                    self.firewalled.add(name)
+
+    def __enter__(self) -> "HealthWatch":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.join()
+
+
+def test_a_two_node_job_through_slurm_and_the_firewall_matches_one_process(
+    run_playbook, controller, computes, tmp_path
+):
     """playbooks/train.yml on the cluster (llmlab_train_via auto: Slurm, since the nodes have the slurm role's
     contract): the first host runs `llmlab train submit` as the lab user over as many nodes as the play has,
     waits with `llmlab train status`, and fetches metrics.json. As tests/train/test_ddp.py: the two ranks (a
@@ -247,8 +278,13 @@ def test_a_two_node_job_through_slurm_and_the_firewall_matches_one_process(run_p
         "llmlab_train_poll": 3,
         "llmlab_train_timeout": 900,
     }
-    run = run_playbook(TRAIN, extra_vars=extra_vars, timeout=1200)
+    with HealthWatch(controller, computes) as watch:
+        run = run_playbook(TRAIN, extra_vars=extra_vars, timeout=1200)
     assert run.returncode == 0, run.messages or run.stderr[-2000:]
+    # The job's listeners (torchrun's rendezvous, gloo's ports) are not a FAIL: the firewall admits them from
+    # the cluster peers only. The health checks that ran during the job saw them, and drained nothing.
+    assert not watch.drains, watch.drains
+    assert watch.firewalled, "no health check saw the job's listeners"
     submitted = {
         host: result
         for play in run.report["plays"]
