@@ -20,7 +20,7 @@ testinfra_hosts = ["cluster-controller"]
 PLAYBOOKS = Path(__file__).parents[3] / "playbooks"
 SLURM_PLAYBOOK, TRAIN = PLAYBOOKS / "slurm.yml", PLAYBOOKS / "train.yml"
 COMPUTES = ["cluster-compute-1", "cluster-compute-2"]
-HEALTH_INTERVAL = 10  # slurm_health_check_interval in molecule.yml
+HEALTH_INTERVAL, HEALTH_BUDGET = 10, 60  # slurm_health_check_interval and _timeout in molecule.yml
 LAB_USER = "alice"
 WORK = "/srv/shared/alice"
 HEALTH_REPORT = "/var/lib/llmlab/reports/slurm-health.json"
@@ -115,18 +115,30 @@ def test_the_health_check_takes_under_ten_seconds(computes):
     print(f"health check: {verify_s:.2f} s in verify, {took:.2f} s in all (through docker exec)")
     assert out.rc == 0, out.stderr
     assert report["slurm"]["node"] == node_name(COMPUTES[0]) and report["slurm"]["action"] == "none"
-    assert took < 10
+    # The checks within the role's default budget; the whole script (Python's start, under this machine's
+    # load) within the scenario's (slurm_health_check_timeout).
+    assert verify_s < 10 and took < HEALTH_BUDGET
     assert (
         "llmlab_slurm_health_check_status"
         in host.file("/var/lib/prometheus/node-exporter/llmlab_slurm_health.prom").content_string
     )
 
 
-def test_an_administrators_drain_is_left_alone(controller):
+def health_checks_ran(host, count: int) -> None:
+    """Wait until the node's health check has written its report `count` more times."""
+    stamp = f"stat -c %y {HEALTH_REPORT}"  # the modification time, to the nanosecond
+    for _ in range(count):
+        before = sh(host, stamp)
+        wait_for(lambda b=before: sh(host, stamp) != b, HEALTH_INTERVAL + HEALTH_BUDGET, "a health check")
+
+
+def test_an_administrators_drain_is_left_alone(controller, computes):
     name = node_name(COMPUTES[0])
     sh(controller, f"scontrol update NodeName={name} State=DRAIN Reason='maintenance: fan'")
     try:
-        time.sleep(HEALTH_INTERVAL * 2 + 5)  # at least two health checks ran, and passed
+        health_checks_ran(computes[0], 2)  # and passed
+        report = json.loads(computes[0].file(HEALTH_REPORT).content_string)
+        assert report["summary"]["status"] != "FAIL" and report["slurm"]["action"] == "none", report["slurm"]
         assert node_state(controller, name) == ("drained", "maintenance: fan")
     finally:
         sh(controller, f"scontrol update NodeName={name} State=RESUME")
@@ -139,7 +151,7 @@ def test_a_fault_drains_the_node_the_next_job_runs_elsewhere_and_the_node_return
     try:
         _, reason = wait_for(
             lambda: (s := node_state(controller, sick))[0] == "drained" and s,
-            HEALTH_INTERVAL * 3,
+            HEALTH_INTERVAL + HEALTH_BUDGET,
             f"{sick} drained by its health check",
         )
         assert reason == "llmlab: services.listening_ports", reason
@@ -151,7 +163,9 @@ def test_a_fault_drains_the_node_the_next_job_runs_elsewhere_and_the_node_return
     finally:
         computes[1].run("systemctl stop llmlab-test-fault")
     wait_for(
-        lambda: node_state(controller, sick) == ("idle", ""), HEALTH_INTERVAL * 3, f"{sick} back in service"
+        lambda: node_state(controller, sick) == ("idle", ""),
+        HEALTH_INTERVAL + HEALTH_BUDGET,
+        f"{sick} back in service",
     )
 
 
@@ -166,20 +180,18 @@ def test_the_prolog_drains_a_node_whose_checks_fail_before_a_job_starts_there(co
     try:
         wait_for(lambda: "RUNNING" in sh(controller, f"squeue -h -j {holder} -o %T"), 60, "the holder to run")
         # Just after a periodic health check on the sick node: the next one is ~HEALTH_INTERVAL s away.
-        stamp = f"stat -c %Y {HEALTH_REPORT}"
-        before = sh(sick_host, stamp)
-        wait_for(lambda: sh(sick_host, stamp) != before, HEALTH_INTERVAL * 2, "a periodic health check")
+        health_checks_ran(sick_host, 1)
         sh(sick_host, f"{FAULT} && timeout 20 sh -c 'until ss -ltn | grep -q \":8000 \"; do sleep 0.2; done'")
         job = sh(controller, f"sbatch --parsable -N1 -o /dev/null --wrap 'touch {ran}'", LAB_USER).strip()
         _, reason = wait_for(
             lambda: (s := node_state(controller, sick))[0] in ("drained", "draining") and s,
-            HEALTH_INTERVAL,
+            HEALTH_BUDGET,
             f"{sick} drained by the prolog",
         )
         assert reason == "llmlab: services.listening_ports", reason
         shown = wait_for(
             lambda: (out := sh(controller, f"scontrol show job {job} -o")) and "Restarts=1" in out and out,
-            30,
+            HEALTH_BUDGET,
             f"job {job} requeued",
         )
         held = re.search(r" Reason=(\S+)", shown)
@@ -189,7 +201,9 @@ def test_the_prolog_drains_a_node_whose_checks_fail_before_a_job_starts_there(co
         sh(controller, f"scancel {holder} {job}")
         sick_host.run("systemctl stop llmlab-test-fault")
     wait_for(
-        lambda: node_state(controller, sick) == ("idle", ""), HEALTH_INTERVAL * 3, f"{sick} back in service"
+        lambda: node_state(controller, sick) == ("idle", ""),
+        HEALTH_INTERVAL + HEALTH_BUDGET,
+        f"{sick} back in service",
     )
 
 
