@@ -26,8 +26,7 @@ from pathlib import Path
 from llmlab.config import ConfigError
 
 SCRIPT_NAME = "llmlab-submit.sbatch"
-# The rendezvous port on the first node: one per job (two jobs may share a first node), within
-# 29400-29599 where firewalls of torchrun clusters usually admit peers.
+# The rendezvous port on the first node: one per job (two jobs may share a first node), from the job id.
 PORT_BASE, PORT_SPAN = 29400, 200
 SUBMIT_SCHEMA = "llmlab.train.submit"
 STATUS_SCHEMA = "llmlab.train.status"
