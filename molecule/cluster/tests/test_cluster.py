@@ -190,7 +190,13 @@ def test_the_prolog_drains_a_node_whose_checks_fail_before_a_job_starts_there(co
         )
         assert reason == "llmlab: services.listening_ports", reason
         shown = wait_for(
-            lambda: (out := sh(controller, f"scontrol show job {job} -o")) and "Restarts=1" in out and out,
+            # COMPLETING for a moment (the failed launch), then PENDING again for another node.
+            lambda: (
+                (out := sh(controller, f"scontrol show job {job} -o"))
+                and "Restarts=1" in out
+                and "JobState=PENDING" in out
+                and out
+            ),
             HEALTH_BUDGET,
             f"job {job} requeued",
         )
