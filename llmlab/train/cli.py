@@ -50,11 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="fine-tune a model (full, LoRA, QLoRA) from one YAML config",
         description="`llmlab train CONFIG.yaml [key=value ...]` fine-tunes as CONFIG.yaml says (`key=value` "
-        "overrides a config key); `llmlab train merge OUTPUT_DIR` merges a trained adapter into its base.",
+        "overrides a config key); `llmlab train merge OUTPUT_DIR` merges a trained adapter into its base; "
+        "`llmlab train submit CONFIG.yaml` runs it as a Slurm job, `llmlab train status JOB` reports on it.",
     )
     train.add_argument("--print-schema", action="store_true", help="print the config's JSON schema and exit")
     train.set_defaults(handler=_schema_or_usage, config_error_exit=EXIT_USAGE)
-    verbs = train.add_subparsers(dest="train_verb", metavar="{CONFIG.yaml,merge}", action=_ConfigOrVerb)
+    verbs = train.add_subparsers(
+        dest="train_verb", metavar="{CONFIG.yaml,merge,submit,status}", action=_ConfigOrVerb
+    )
 
     run = verbs.add_parser("run", help="train from CONFIG.yaml (`run` may be left out)")
     run.add_argument("config_file", metavar="CONFIG.yaml", help="training config")
@@ -81,6 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     merge.add_argument("--register", metavar="NAME", default=None, help="also import it into the model store")
     merge.set_defaults(handler=run_merge)
+
+    from llmlab.train import submit  # standard library only at import time
+
+    submit.register(verbs)
 
     plan = subparsers.add_parser(
         "plan",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from llmlab.config import ConfigError, config_path, load_config
+from llmlab.config import ConfigError, HostConfig, config_path, load_config
 
 EXIT_COULD_NOT_RUN = 3
 TEXTFILE_NAME = "llmlab_verify.prom"
@@ -60,6 +62,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exit codes that pass, for the report's summary.passed (default 0,1: WARN passes; 0: it fails)",
     )
     parser.add_argument("--list", action="store_true", help="list the check catalogue and exit")
+    slurm = parser.add_argument_group("Slurm node health check (HealthCheckProgram, prolog)")
+    slurm.add_argument(
+        "--slurm-health",
+        action="store_true",
+        help="run the quick health subset (unless --only) and drain this node on FAIL with the reason "
+        "'llmlab: <check ids>'; resume it when the checks pass, only if llmlab drained it. Writes "
+        "<reports_dir>/slurm-health.json and <textfile_dir>/llmlab_slurm_health.prom",
+    )
+    slurm.add_argument(
+        "--slurm-node",
+        metavar="NAME",
+        help="the Slurm node name (default $SLURMD_NODENAME, else the host name)",
+    )
+    slurm.add_argument(
+        "--slurm-prolog", action="store_true", help="exit 1 on FAIL (Slurm then requeues the job), else 0"
+    )
     parser.set_defaults(handler=run, config_error_exit=EXIT_COULD_NOT_RUN)
 
 
@@ -108,9 +126,16 @@ def run(args: argparse.Namespace) -> int:
     from llmlab.verify.result import exit_code
     from llmlab.verify.runner import run_checks, select
 
+    slurm_health = getattr(args, "slurm_health", False)
+    if slurm_health:
+        from llmlab.verify.slurm_health import HEALTH_CHECKS
+
+        args.only = args.only or list(HEALTH_CHECKS)
     checks = select(level, args.only, args.skip)
     results = run_checks(ctx, checks)
     duration = time.perf_counter() - start
+    if slurm_health:
+        return _slurm_health(args, ctx, config, results, duration)
     if args.json:
         selection = {"only": args.only, "skip": args.skip}
         report = to_json(results, ctx, str(config_path(args.config)), duration, selection, pass_codes)
@@ -130,3 +155,45 @@ def run(args: argparse.Namespace) -> int:
             print(f"llmlab verify: cannot write {textfile}: {exc}", file=sys.stderr)
             return EXIT_COULD_NOT_RUN
     return exit_code(results)
+
+
+def _slurm_health(
+    args: argparse.Namespace, ctx: Any, config: HostConfig, results: list[Any], duration: float
+) -> int:
+    """Drain or resume this node from the results; write the JSON report and the metrics like the timer."""
+    from llmlab.atomic import atomic_write
+    from llmlab.verify import slurm_health as sh
+    from llmlab.verify.report import prometheus_text, to_json
+    from llmlab.verify.result import EXIT_FAIL, EXIT_OK, Status
+
+    node = args.slurm_node or sh.default_node_name(dict(os.environ))
+    selection = {"only": args.only, "skip": args.skip}
+    report = to_json(results, ctx, str(config_path(args.config)), duration, selection)
+    failed = any(r.status == Status.FAIL for r in results)
+    code = EXIT_FAIL if failed else EXIT_OK
+    try:
+        report["slurm"] = sh.apply(ctx.sources.runner, node, results)
+        report["slurm"]["trigger"] = "prolog" if args.slurm_prolog else "health_check"
+    except (sh.SlurmError, ValueError) as exc:
+        report["slurm"] = {"node": node, "action": "error", "error": str(exc)}
+        print(f"llmlab verify --slurm-health: {exc}", file=sys.stderr)
+        code = EXIT_COULD_NOT_RUN
+    text = json.dumps(report, indent=2, default=str)
+    outputs = [
+        (config.reports_dir / "slurm-health.json", text + "\n"),
+        (
+            config.textfile_dir / "llmlab_slurm_health.prom",
+            sh.prometheus_prefixed(prometheus_text(results, duration)),
+        ),
+    ]
+    for path, content in outputs:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, content)
+        except OSError as exc:
+            print(f"llmlab verify --slurm-health: cannot write {path}: {exc}", file=sys.stderr)
+    if args.json:
+        print(text)
+    if args.slurm_prolog:
+        return 1 if failed else 0
+    return code

@@ -199,7 +199,8 @@ def is_loopback(ip: str) -> bool:
 
 @check(
     "services.listening_ports",
-    "no TCP port listens beyond loopback unless allowed_ports or a role's contract (listeners) declares it",
+    "no TCP port listens beyond loopback unless allowed_ports or a role's contract (listeners) declares it, "
+    "or, with expect.firewall, the firewall admits it only from specific sources (cluster peers)",
 )
 def listening_ports(ctx: VerifyContext) -> CheckResult:
     declared = {ls.port for ls in ctx.config.listeners.values() if ls.proto == "tcp"}
@@ -209,16 +210,34 @@ def listening_ports(ctx: VerifyContext) -> CheckResult:
     for s in exposed:
         if s.port not in allowed:
             stray.setdefault(s.port, []).append(s)
+    # A job's listeners (torchrun's rendezvous, gloo/NCCL's ephemeral ports) are fine where the firewall
+    # admits them only from the cluster peers; one the firewall admits from anywhere is still a FAIL.
+    firewalled: list[int] = []
+    note = ""
+    if stray and ctx.settings.expect.firewall:
+        from llmlab.verify.exposure import read_exposure
+
+        exposure = read_exposure(lambda argv: ctx.sources.runner.run(argv, timeout=ctx.timeout))
+        if isinstance(exposure, str):
+            note = f" ({exposure})"
+        else:
+            firewalled = sorted(p for p in stray if not exposure.open_to_world(p))
+            stray = {p: ls for p, ls in stray.items() if p not in firewalled}
     open_ports = sorted({s.port for s in exposed})
     kw = {"value": open_ports, "expected": sorted(allowed), "items": {"unexpected": float(len(stray))}}
+    behind = f"; reachable only from admitted sources (firewall): {', '.join(map(str, firewalled))}"
     if stray:
         shown = [
             f"{ls[0].ip}:{port} ({ls[0].process or 'unknown'}{f' pid {ls[0].pid}' if ls[0].pid else ''})"
             for port, ls in sorted(stray.items())
         ]
         return fail(
-            f"not in allowed_ports or the contracts' listeners: {', '.join(shown)}",
+            f"not in allowed_ports or the contracts' listeners: {', '.join(shown)}{note}"
+            f"{behind if firewalled else ''}",
             hint="stop the service or bind it to 127.0.0.1; if it is meant to be reachable, allow it",
             **kw,
         )
-    return ok(f"open beyond loopback: {', '.join(map(str, open_ports)) or 'none'}", **kw)
+    return ok(
+        f"open beyond loopback: {', '.join(map(str, open_ports)) or 'none'}{behind if firewalled else ''}",
+        **kw,
+    )
