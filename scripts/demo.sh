@@ -94,6 +94,14 @@ env_check() {
   docker exec -i "$container" "$lab_env/bin/python" - < scripts/demo/env_check.py
 }
 
+# The job ran as the lab user named in train-vars.yml: its output is theirs, not root's.
+run_owner() {
+  local owner
+  owner=$(docker exec "$container" stat -c %U /srv/llmlab/runs/demo-lora/output/metrics.json) || return 1
+  echo "the run's metrics.json belongs to $owner"
+  [ "$owner" = demo ]
+}
+
 summary() {
   python scripts/demo_summary.py --reports "$PWD/reports" --metrics "$work/metrics" --host "$host"
   printf '\nplaybook recaps (the last play of each; a re-run reports changed=0):\n'
@@ -136,5 +144,6 @@ stage onboard ansible-playbook playbooks/onboard.yml
 stage model build_model
 stage models ansible-playbook playbooks/models.yml -e "@scripts/demo/models-vars.yml" -e "demo_dir=$work"
 stage train ansible-playbook playbooks/train.yml -e "@scripts/demo/train-vars.yml" -e "demo_dir=$work"
+stage owner run_owner
 stage envcheck env_check
 summary

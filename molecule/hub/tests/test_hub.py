@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 CLIENT = (Path(__file__).parent / "hubclient.py").read_text(encoding="utf-8")
 HUB_PYTHON = "/opt/jupyterhub/bin/python"
@@ -104,18 +105,30 @@ def test_the_hub_serves_the_certificate_the_role_made(host):
 def test_the_contract_tells_verify_where_the_hub_is(host):
     contract = host.file("/etc/llmlab/config.d/jupyter.yaml")
     assert contract.user == "root" and contract.mode == 0o644
-    import yaml
-
     data = yaml.safe_load(contract.content_string)
-    assert data["verify"]["expect"]["jupyter"] is True
-    assert data["verify"]["jupyter_kind"] == "hub"
-    assert data["verify"]["jupyter_url"] == "https://127.0.0.1:8888/"
-    assert data["verify"]["jupyter_tls_certfile"] == "/etc/jupyter/tls/jupyter.crt"
-    assert data["listeners"]["jupyter"] == {
-        "port": 8888,
-        "address": "0.0.0.0",
-        "proto": "tcp",
-        "audience": "users",
+    assert data["verify"] == {
+        "expect": {"jupyter": True},
+        "jupyter_kind": "hub",
+        "jupyter_url": "https://127.0.0.1:8888/",
+        "jupyter_ca_file": "/etc/jupyter/tls/jupyter.crt",
+        "jupyter_tls_certfile": "/etc/jupyter/tls/jupyter.crt",
+        "jupyter_tls_verify": True,
+        "jupyter_service": "jupyter",
+    }
+    assert data["listeners"]["jupyter"] == {"port": 8888, "address": "0.0.0.0", "audience": "users"}
+
+
+def test_verify_checks_the_hub(host):
+    with host.sudo():
+        run = host.run(
+            "llmlab verify --only services.jupyter,services.jupyter_auth,services.jupyter_tls --json"
+        )
+    assert run.rc == 0, run.stdout + run.stderr
+    checks = {check["id"]: check for check in json.loads(run.stdout)["checks"]}
+    assert {cid: c["status"] for cid, c in checks.items()} == {
+        "services.jupyter": "OK",
+        "services.jupyter_auth": "OK",
+        "services.jupyter_tls": "OK",
     }
 
 
@@ -160,5 +173,17 @@ def test_a_training_job_without_a_lab_user_fails_saying_what_to_set(run_playbook
     run = run_playbook(PLAYBOOKS / "train.yml", extra_vars=extra, timeout=300)
     assert run.returncode != 0
     wanted = [m for m in run.messages if f"llmlab_train_user: {shown}" in m and "set llmlab_train_user" in m]
+    assert wanted, run.messages
+    assert run.changed_tasks == {}
+
+
+def test_a_training_job_as_someone_outside_the_lab_group_fails_naming_them(run_playbook, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text("model: lab/none\n", encoding="utf-8")
+    extra = {"llmlab_train_hosts": "all", "llmlab_train_config": str(config), "llmlab_train_user": "outsider"}
+    run = run_playbook(PLAYBOOKS / "train.yml", extra_vars=extra, timeout=300)
+    assert run.returncode != 0
+    refusal = 'llmlab_train_user: "outsider" is not a member of the lab group "llmlab"'
+    wanted = [m for m in run.messages if refusal in m]
     assert wanted, run.messages
     assert run.changed_tasks == {}
