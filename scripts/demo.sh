@@ -38,43 +38,13 @@ stage() {  # stage NAME COMMAND...: run, log to $logs/NAME.log, remember the tim
 }
 
 start_container() {
-  local state
-  state=$(docker container inspect -f '{{.State.Status}}' "$container" 2>/dev/null || true)
-  if [ "$state" = running ]; then
-    echo "re-using the running container $container"
-  elif [ -n "$state" ]; then
-    echo "starting the existing container $container ($state)"
-    docker start "$container" >/dev/null
-  else
-    docker image inspect "$image" >/dev/null 2>&1 || {
-      echo "demo: image $image is missing; make setup builds it (tests/images/build.sh)" >&2
-      return 1
-    }
-    mkdir -p /var/cache/llmlab-test/apt/debian12
-    # systemd as PID 1 without --privileged (docs/testing.md); NET_ADMIN for ufw in the container's own
-    # network namespace; the wheelhouse with torch's CPU build and the host's CA bundle, as molecule/lab.
-    docker run -d --name "$container" --hostname "$container" \
-      --label llmlab.demo=1 \
-      --cap-add SYS_ADMIN --cap-add NET_ADMIN \
-      --security-opt seccomp=unconfined --cgroupns host \
-      -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
-      -v /var/cache/llmlab-test/apt/debian12:/var/cache/apt/archives \
-      -v /opt/wheels:/opt/wheels:ro \
-      -v /etc/ssl/certs/ca-certificates.crt:/etc/llmlab-demo/ca-bundle.crt:ro \
-      --tmpfs /run --tmpfs /run/lock \
-      --stop-signal SIGRTMIN+3 \
-      "$image" /sbin/init >/dev/null
-    echo "started $container from $image"
-  fi
-  # Wait for systemd to finish booting ("degraded" is fine: some units do not start in a container).
-  local status
-  for _ in $(seq 60); do
-    status=$(docker exec "$container" systemctl is-system-running 2>/dev/null || true)
-    case "$status" in running | degraded) echo "systemd: $status"; return 0 ;; esac
-    sleep 1
-  done
-  echo "demo: systemd in $container did not come up (state: ${status:-unknown})" >&2
-  return 1
+  # The one systemd-container recipe (tests/images/systemd-container.sh); NET_ADMIN for ufw in the
+  # container's own network namespace; the wheelhouse with torch's CPU build and the host's CA bundle, as
+  # molecule/lab.
+  tests/images/systemd-container.sh "$container" "$image" \
+    --label llmlab.demo=1 --cap-add NET_ADMIN \
+    -v /opt/wheels:/opt/wheels:ro \
+    -v /etc/ssl/certs/ca-certificates.crt:/etc/llmlab-demo/ca-bundle.crt:ro
 }
 
 build_model() {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # make setup: the project's virtualenv, a usable Docker engine, and the local test images.
+# `setup.sh venv` (make venv, what make lint needs): the virtualenv only.
 # Idempotent: a second run checks each piece and changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,7 +76,9 @@ test_images() {
   bash tests/images/build.sh 12 13
 }
 
-python_env
-docker_engine
-test_images
+case "${1:-all}" in
+  venv) python_env ;;
+  all) python_env; docker_engine; test_images ;;
+  *) say "unknown part '$1' (valid: venv, or nothing for all)"; exit 2 ;;
+esac
 say "done"

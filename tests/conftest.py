@@ -13,6 +13,12 @@ import pytest
 import torch._dynamo  # noqa: F401
 
 
+@pytest.fixture(autouse=True)
+def _own_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own XDG cache: verify's lab-probe cache must not carry one test's answer into another."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init 2-layer Llama with a BPE tokenizer, chat template, EOS and a separate pad token."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from llmlab.config import HostConfig
+from llmlab.verify.lab_answers import LabAnswers
 from llmlab.verify.nvml import NvmlReader, NvmlSnapshot, PynvmlReader
 from llmlab.verify.settings import VerifySettings, verify_settings
 from llmlab.verify.sources import (
@@ -39,6 +40,7 @@ class Sources:
     models: Callable[[], Any] = lambda: None  # -> llmlab.models.store.ModelStore
     smoke: Callable[[], Callable[..., dict] | None] = lambda: None  # -> llmlab.train.smoke.run_smoke
     bench: Any = None  # llmlab.verify.bench.TorchBench (created on first use) or a test's fake
+    lab_answers: LabAnswers | None = None  # the lab python's kept answers; None: ask on every run
 
 
 def real_sources(config: HostConfig) -> Sources:
@@ -52,6 +54,7 @@ def real_sources(config: HostConfig) -> Sources:
         nvml=PynvmlReader(),
         models=lambda: _model_store(config),
         smoke=_training_smoke,
+        lab_answers=LabAnswers(),
     )
 
 

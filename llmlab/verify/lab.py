@@ -1,4 +1,5 @@
-"""The lab environment as its own python sees it: one run of lab_probe.py per verify run, shared by checks.
+"""The lab environment as its own python sees it: one run of lab_probe.py per verify run, shared by checks,
+and none while the environment is unchanged since an earlier run (lab_answers).
 
 `prefetch` starts that run in the background as soon as the config is known, because the probe's torch import
 (seconds) is the longest part of level 1 and need not wait for the check catalogue to load.
@@ -16,6 +17,7 @@ from typing import Any
 
 import llmlab.verify.lab_probe as lab_probe
 from llmlab.verify.context import VerifyContext
+from llmlab.verify.sources import CommandResult
 
 
 class LabProbeError(RuntimeError):
@@ -43,17 +45,40 @@ def lab_report(ctx: VerifyContext) -> LabReport:
         # Passed as -c source, not a script path: the script's directory would shadow modules on sys.path.
         source = Path(lab_probe.__file__).read_text(encoding="utf-8")
         argv = [lab_python(ctx), "-c", source, *sorted(ctx.settings.min_versions)]
-        result = ctx.sources.runner.run(argv, timeout=ctx.timeout)
-        if result.returncode != 0:
-            detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-            raise LabProbeError(f"{argv[0]} could not run the probe: {detail}")
+        data = _probe_answer(ctx, argv)
         try:
-            data = json.loads(result.stdout.strip().splitlines()[-1])
             return LabReport(data["python"], data["packages"], data["torch"], data["torch_error"])
-        except (IndexError, KeyError, json.JSONDecodeError) as exc:
-            raise LabProbeError(f"{argv[0]}: unreadable probe output ({exc})") from None
+        except KeyError as exc:
+            raise LabProbeError(f"{argv[0]}: unreadable probe output (no {exc})") from None
 
     return ctx.once("lab_report", run)
+
+
+def lab_command(ctx: VerifyContext, argv: list[str]) -> CommandResult:
+    """Run a command of the lab python whose answer depends only on the environment (the probe, `pip check`);
+    while the environment is unchanged, the answer kept from an earlier run (lab_answers)."""
+    answers = ctx.sources.lab_answers
+    key = answers.key(argv) if answers else None
+    if answers and key and (kept := answers.load(key)) is not None:
+        return kept
+    result = ctx.sources.runner.run(argv, timeout=ctx.timeout)
+    if answers and key and result.returncode in (0, 1):  # not a timeout (124) or a missing python (127)
+        answers.store(key, result)
+    return result
+
+
+def _probe_answer(ctx: VerifyContext, argv: list[str]) -> dict[str, Any]:
+    result = lab_command(ctx, argv)
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        raise LabProbeError(f"{argv[0]} could not run the probe: {detail}")
+    try:
+        data = json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError) as exc:
+        raise LabProbeError(f"{argv[0]}: unreadable probe output ({exc})") from None
+    if not isinstance(data, dict):
+        raise LabProbeError(f"{argv[0]}: unreadable probe output (not a JSON object)")
+    return data
 
 
 def prefetch(ctx: VerifyContext) -> None:

@@ -5,14 +5,15 @@ config, the lab group. Not the ML stack: verify's torch checks FAIL on it, which
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from deploys_helpers import (
-    APT_CACHE,
     CA_BUNDLE,
     IMAGE,
+    SYSTEMD_CONTAINER,
     Lab,
     docker,
     docker_unavailable,
@@ -29,18 +30,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         pytest.skip(reason)
     name = f"llmlab-pyinfra-test-{uuid.uuid4().hex[:8]}"
     root = tmp_path_factory.mktemp("deploys")
-    volumes = ["-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
+    volumes = []
     if CA_BUNDLE.is_file():  # PyPI is reached through a TLS-inspecting proxy on these machines
         volumes += ["-v", f"{CA_BUNDLE}:/etc/llmlab-test/ca-bundle.crt:ro"]
-    if APT_CACHE.is_dir():  # the .deb cache the Molecule scenarios share
-        volumes += ["-v", f"{APT_CACHE}:/var/cache/apt/archives"]
     try:
-        docker(
-            "run", "-d", "--name", name, "--hostname", "lab1",
-            "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "--cgroupns", "host",
-            "--tmpfs", "/run", "--tmpfs", "/run/lock", "--stop-signal", "SIGRTMIN+3",
-            *volumes, IMAGE, "/sbin/init",
+        started = subprocess.run(
+            [str(SYSTEMD_CONTAINER), "--apt-cache", "deploys", name, IMAGE, *volumes],
+            capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
+        if started.returncode != 0:
+            raise RuntimeError(f"{SYSTEMD_CONTAINER.name} exited {started.returncode}:\n{started.stderr}")
         lab = Lab(name, write_inventory(root / "inventory", name), snapshot_sources(root / "src"))
         prepare(lab)
         yield lab

@@ -18,7 +18,7 @@ IMAGE = "llmlab-test/debian:12"
 PREFIX = "/opt/llmlab/env"
 STORE = "/srv/llmlab-store"  # not llmlab's default (/models): the store path must come from the host config
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-APT_CACHE = Path("/var/cache/llmlab-test/apt/debian12")
+SYSTEMD_CONTAINER = REPO / "tests/images/systemd-container.sh"  # the one recipe for a systemd test host
 
 
 @dataclass(frozen=True)
@@ -103,14 +103,7 @@ def _core_requirements() -> list[str]:
 
 
 def prepare(lab: Lab) -> None:
-    # systemd must be up before apt runs (apt-key fails while systemd still sets up /tmp).
-    booted = lab.exec(
-        "for i in $(seq 240); do case $(systemctl is-system-running 2>/dev/null) in "
-        "running|degraded) exit 0;; esac; sleep 0.5; done; systemctl is-system-running",
-        check=False,
-    )
-    if booted.returncode != 0:
-        raise RuntimeError(f"systemd did not finish booting in 2 minutes: {booted.stdout.strip()}")
+    """Prepare a container that systemd-container.sh started (it returns once systemd has booted)."""
     apt = "DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Languages=none"  # no Translation-en lists
     for attempt in range(3):
         done = lab.exec(

@@ -10,7 +10,7 @@ from packaging.version import InvalidVersion, Version
 
 from llmlab.verify.checks.gpu import DRIVER_HINT
 from llmlab.verify.context import VerifyContext
-from llmlab.verify.lab import LabProbeError, LabReport, lab_python, lab_report
+from llmlab.verify.lab import LabProbeError, LabReport, lab_command, lab_python, lab_report
 from llmlab.verify.nvml import NvmlUnavailable
 from llmlab.verify.result import CheckResult, check, fail, ok, skip, warn
 
@@ -191,7 +191,7 @@ def min_versions(ctx: VerifyContext) -> CheckResult:
 
 @check("software.pip_check", "`pip check` finds no broken requirement in the lab environment")
 def pip_check(ctx: VerifyContext) -> CheckResult:
-    result = ctx.sources.runner.run([lab_python(ctx), "-m", "pip", "check"], timeout=ctx.timeout)
+    result = lab_command(ctx, [lab_python(ctx), "-m", "pip", "check"])
     output = (result.stdout + result.stderr).strip()
     if result.returncode == 0:
         return ok("no broken requirements", value=0, expected=0)
