@@ -7,7 +7,11 @@ glibc's default malloc, whose dynamic mmap threshold keeps freed activation buff
 holds allocator slack, as a GPU's reserved memory does), and with MALLOC_MMAP_THRESHOLD_=65536, where
 large buffers go back to the OS when freed and RSS follows live memory (a GPU's allocated memory).
 
-    .venv/bin/python benchmarks/train_plan_memory.py [--quick]
+With `--optimizers`, one case (full fine-tuning of the 512x4 model, where optimizer state is large) runs
+once per optimizer that trains on a CPU, with MALLOC_MMAP_THRESHOLD_=65536; the optimizer's share is
+checked as the measured difference to `sgd` (which keeps no state) against the plan's optimizer term.
+
+    .venv/bin/python benchmarks/train_plan_memory.py [--quick | --optimizers]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from llmlab.train.optimizers import OPTIMIZERS
 from llmlab.train.plan import architecture_from_config, estimate_memory, read_model_config
 from llmlab.train.schema import validate_train_config
 from llmlab.train.tiny import build_tiny_model
@@ -41,7 +46,14 @@ def write_dataset(path: Path, examples: int, seed: int = 0) -> Path:
     return path
 
 
-def case_config(work: Path, hidden: int, layers: int, method: str, checkpointing: bool) -> dict:
+# Every optimizer of llmlab/train/optimizers.py, sgd first (the baseline): all run on a CPU, bitsandbytes'
+# 8-bit states too, and its paged ones fall back to ordinary (unpaged) memory with a warning.
+CPU_OPTIMIZERS = ("sgd", *(name for name in OPTIMIZERS if name != "sgd"))
+
+
+def case_config(
+    work: Path, hidden: int, layers: int, method: str, checkpointing: bool, optimizer: str = "adamw_torch"
+) -> dict:
     model_dir = work / f"llama-{hidden}x{layers}"
     if not model_dir.exists():
         build_tiny_model(model_dir, "llama", hidden_size=hidden, num_layers=layers)
@@ -59,6 +71,7 @@ def case_config(work: Path, hidden: int, layers: int, method: str, checkpointing
         "output_dir": str(work / "run"),
         "save_steps": 1000,
         "lora_dropout": 0.0,
+        "optimizer": optimizer,
     }
 
 
@@ -84,19 +97,43 @@ def measured_mib(work: Path, config: dict, mmap_threshold: bool) -> float:
     return (memory["peak_rss_bytes"] - memory["rss_before_model_bytes"]) / MIB
 
 
-def planned_mib(config: dict) -> float:
+def planned(config: dict):
     cfg = validate_train_config(config, "benchmark")
     arch = architecture_from_config(read_model_config(Path(config["base_model"])))
-    estimate = estimate_memory(
-        arch, cfg, cfg.method, cfg.gradient_checkpointing, compute_bytes=4, overhead_gib=0
-    )
-    return estimate.total_gib * 1024
+    return estimate_memory(arch, cfg, cfg.method, cfg.gradient_checkpointing, compute_bytes=4, overhead_gib=0)
+
+
+def planned_mib(config: dict) -> float:
+    return planned(config).total_gib * 1024
+
+
+def compare_optimizers(work: Path) -> None:
+    print("full fine-tuning, h512x4, no checkpointing, MALLOC_MMAP_THRESHOLD_=65536")
+    header = ("optimizer", "planned", "measured", "error", "states planned", "measured - sgd")
+    print("{:>18} {:>8} {:>9} {:>6} {:>15} {:>15}".format(*header))
+    baseline = None
+    for optimizer in CPU_OPTIMIZERS:
+        config = case_config(work, 512, 4, "full", False, optimizer)
+        estimate = planned(config)
+        measured = measured_mib(work, config, mmap_threshold=True)
+        baseline = measured if optimizer == "sgd" else baseline
+        total = estimate.total_gib * 1024
+        print(
+            f"{optimizer:>18} {total:8.1f} {measured:9.1f} {(total - measured) / measured:+6.0%} "
+            f"{estimate.optimizer_gib * 1024:15.1f} {measured - baseline:15.1f}",
+            flush=True,
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the default tiny model and one larger one")
+    parser.add_argument("--optimizers", action="store_true", help="one case per optimizer that runs on CPU")
     args = parser.parse_args()
+    if args.optimizers:
+        with tempfile.TemporaryDirectory() as tmp:
+            compare_optimizers(Path(tmp))
+        return
     sizes = [(64, 2), (512, 4)] if args.quick else [(64, 2), (256, 4), (512, 4), (768, 6)]
     header = ("model", "method", "ckpt", "planned", "RSS, glibc default", "RSS, mmap 64K")
     print("{:>9} {:>6} {:>4} {:>8} {:>19} {:>14}".format(*header))

@@ -18,6 +18,7 @@ from llmlab.config import ConfigError
 
 SUBCOMMANDS: tuple[str, ...] = (
     "llmlab.config_cli",
+    "llmlab.data.cli",
     "llmlab.models.cli",
     "llmlab.train.cli",
     "llmlab.train.generate_cli",

@@ -226,17 +226,18 @@ def _print_plan(plan: dict[str, Any]) -> None:
     assumptions = plan["assumptions"]
     fits = Table(
         title=f"{plan['method']} on {assumptions['num_gpus']} GPU(s), {assumptions['distributed']}, "
-        f"MFU {assumptions['mfu']:.0%}, {_fmt(plan['epoch_tokens'], ',')} tokens per epoch"
+        f"{assumptions['optimizer']}, MFU {assumptions['mfu']:.0%}, "
+        f"{_fmt(plan['epoch_tokens'], ',')} tokens per epoch"
     )
     for column in ("GPU", "memory GiB", "fits", "headroom GiB", "tokens/s", "hours/epoch", "cost/epoch"):
         fits.add_column(column, justify="left" if column in ("GPU", "fits") else "right")
     for row in plan["gpus"]:
         fits.add_row(
             row["sku"],
-            f"{row['memory_gib']:g}",
+            f"{row['memory_gib']:.1f}" + (" (here)" if row["memory_source"] != "catalogue" else ""),
             "[green]yes[/]" if row["fits"] else "[red]no[/]",
             f"{row['headroom_gib']:.1f}",
-            f"{row['tokens_per_second']:,.0f}",
+            _fmt(row["tokens_per_second"], ",.0f"),
             _fmt(row["hours_per_epoch"], ".2f"),
             _fmt(row["cost_per_epoch"], ",.2f"),
         )

@@ -1,4 +1,4 @@
-"""From JSONL files to training rows: formatting, response-only labels, EOS, packing, collation.
+"""From dataset files to training rows: formatting, response-only labels, EOS, truncation, packing, collation.
 
 Each example becomes `input_ids` and `labels` (IGNORE where no loss is taken). Loss is on the response
 only for `instruction` and `chat`; every example ends with EOS *with* a label, because a model that never
@@ -10,15 +10,17 @@ block-diagonal causal mask (examples in one row do not attend to each other).
 from __future__ import annotations
 
 import bisect
-import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from llmlab.config import ConfigError
+from llmlab.data.files import BadRow, read_rows
 from llmlab.train.schema import DatasetSpec
+
+T = TypeVar("T")
 
 IGNORE = -100
 
@@ -32,30 +34,30 @@ Example = dict[str, list[int]]
 class EncodedData:
     examples: list[Example]
     dropped_too_long: int = 0
+    truncated: int = 0
     longest: int = 0
     per_file: dict[str, int] = field(default_factory=dict)
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
-            if not isinstance(record, dict):
-                raise ConfigError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
+def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(`file:line`, record) for every example of a dataset file; a malformed row is a ConfigError."""
+    for where, record in read_rows(path):
+        if isinstance(record, BadRow):
+            raise ConfigError(f"{where}: {record.reason}")
+        yield where, record
 
 
-def _field(record: dict[str, Any], key: str, where: str, fmt: str, required: bool = True) -> str:
-    value = record.get(key, None if required else "")
-    if not isinstance(value, str) or (required and not value):
-        raise ConfigError(
-            f"{where}: format {fmt!r} needs a non-empty string {key!r} (got keys {sorted(record)})"
-        )
+def _field(
+    record: dict[str, Any], key: str, where: str, fmt: str, optional: bool = False, may_be_empty: bool = False
+) -> str:
+    """A string field. `optional`: a missing one (CSV and Parquet give None for it) is "". `may_be_empty`:
+    "" is valid data rather than a format error (an empty answer, which `llmlab data check` reports)."""
+    value = record.get(key)
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str) or (not value and not (optional or may_be_empty)):
+        kind = "a string" if may_be_empty else "a non-empty string"
+        raise ConfigError(f"{where}: format {fmt!r} needs {kind} {key!r} (got keys {sorted(record)})")
     return value
 
 
@@ -123,7 +125,7 @@ def encode_prompt(tokenizer, fmt: str, record: dict[str, Any], where: str) -> tu
         return tokenizer(_field(record, "text", where, fmt), add_special_tokens=True)["input_ids"], None
     if fmt == "instruction":
         prompt = instruction_prompt(
-            _field(record, "instruction", where, fmt), _field(record, "input", where, fmt, required=False)
+            _field(record, "instruction", where, fmt), _field(record, "input", where, fmt, optional=True)
         )
         return tokenizer(prompt, add_special_tokens=True)["input_ids"], record.get("output")
     messages = list(record.get("messages") or [])
@@ -143,15 +145,19 @@ def prompt_and_answer(example: Example) -> tuple[list[int], list[int]]:
     return example["input_ids"][:start], example["input_ids"][start:end]
 
 
-def _encode_record(tokenizer, record: dict[str, Any], fmt: str, where: str) -> Example:
+def record_fields(record: dict[str, Any], fmt: str, where: str) -> Any:
+    """The fields of one example, validated as `fmt` needs them; ConfigError naming `where` otherwise.
+
+    text: the text; instruction: (instruction, input, output); chat: the messages. An empty or
+    whitespace-only answer is valid data here (it trains EOS only); `llmlab data check` reports it.
+    """
     if fmt == "text":
-        return encode_text(tokenizer, _field(record, "text", where, fmt))
+        return _field(record, "text", where, fmt, may_be_empty=True)
     if fmt == "instruction":
-        return encode_instruction(
-            tokenizer,
+        return (
             _field(record, "instruction", where, fmt),
-            _field(record, "input", where, fmt, required=False),
-            _field(record, "output", where, fmt),
+            _field(record, "input", where, fmt, optional=True),
+            _field(record, "output", where, fmt, may_be_empty=True),
         )
     messages = record.get("messages")
     valid = (
@@ -163,11 +169,32 @@ def _encode_record(tokenizer, record: dict[str, Any], fmt: str, where: str) -> E
         raise ConfigError(f"{where}: format 'chat' needs 'messages': a list of {{role, content}} objects")
     if not any(m["role"] == "assistant" for m in messages):
         raise ConfigError(f"{where}: a chat example needs at least one assistant message to learn from")
-    return encode_chat(tokenizer, messages)
+    return messages
 
 
-def encode_datasets(tokenizer, specs: Sequence[DatasetSpec], sequence_len: int) -> EncodedData:
-    """Tokenize every example of every file; examples longer than `sequence_len` are dropped (and counted)."""
+def _encode_record(tokenizer, record: dict[str, Any], fmt: str, where: str) -> Example:
+    fields = record_fields(record, fmt, where)
+    if fmt == "text":
+        return encode_text(tokenizer, fields)
+    if fmt == "instruction":
+        return encode_instruction(tokenizer, *fields)
+    return encode_chat(tokenizer, fields)
+
+
+def truncate(example: Example, sequence_len: int) -> Example | None:
+    """The first `sequence_len` tokens, or None when no token with a label is left (nothing to learn)."""
+    cut = {key: value[:sequence_len] for key, value in example.items()}
+    return cut if any(label != IGNORE for label in cut["labels"]) else None
+
+
+def encode_datasets(
+    tokenizer, specs: Sequence[DatasetSpec], sequence_len: int, too_long: str = "drop"
+) -> EncodedData:
+    """Tokenize every example of every file; examples longer than `sequence_len` are dropped or truncated.
+
+    Either way they are counted: `dropped_too_long` (with `truncate`, those whose answer lay wholly beyond
+    `sequence_len`) and `truncated`.
+    """
     if tokenizer.eos_token_id is None:
         raise ConfigError("base_model: the tokenizer has no EOS token; a fine-tuned model could never stop")
     if any(spec.format == "chat" for spec in specs) and not tokenizer.chat_template:
@@ -175,12 +202,15 @@ def encode_datasets(tokenizer, specs: Sequence[DatasetSpec], sequence_len: int) 
     data = EncodedData(examples=[])
     for spec in specs:
         kept = 0
-        for number, record in read_jsonl(spec.path):
-            example = _encode_record(tokenizer, record, spec.format, f"{spec.path}:{number}")
+        for where, record in read_records(spec.path):
+            example: Example | None = _encode_record(tokenizer, record, spec.format, where)
             data.longest = max(data.longest, len(example["input_ids"]))
             if len(example["input_ids"]) > sequence_len:
-                data.dropped_too_long += 1
-                continue
+                example = truncate(example, sequence_len) if too_long == "truncate" else None
+                if example is None:
+                    data.dropped_too_long += 1
+                    continue
+                data.truncated += 1
             data.examples.append(example)
             kept += 1
         data.per_file[str(spec.path)] = kept
@@ -192,8 +222,11 @@ def encode_datasets(tokenizer, specs: Sequence[DatasetSpec], sequence_len: int) 
     return data
 
 
-def split_eval(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Hold out `fraction` of the examples (at least one when fraction > 0), chosen with `seed`."""
+def split_eval(examples: list[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """Hold out `fraction` of the examples (at least one when fraction > 0), chosen with `seed`.
+
+    Generic over the items, so that `llmlab data check` splits its row indices exactly as training does.
+    """
     if fraction <= 0:
         return examples, []
     order = list(range(len(examples)))
@@ -206,13 +239,13 @@ def split_eval(examples: list[Example], fraction: float, seed: int) -> tuple[lis
     return train, [examples[i] for i in sorted(held)]
 
 
-def pack(examples: list[Example], sequence_len: int) -> list[Example]:
-    """Best-fit-decreasing bin packing into rows of <= sequence_len tokens, with per-example position_ids."""
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i]["input_ids"]))
+def pack_lengths(lengths: Sequence[int], sequence_len: int) -> list[list[int]]:
+    """Best-fit-decreasing bin packing of items of these lengths into bins of <= sequence_len: the indices."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     bins: list[list[int]] = []
     free: list[tuple[int, int]] = []  # (free tokens, bin index), sorted
     for i in order:
-        size = len(examples[i]["input_ids"])
+        size = lengths[i]
         slot = bisect.bisect_left(free, (size, -1))
         if slot < len(free):
             room, b = free.pop(slot)
@@ -222,8 +255,13 @@ def pack(examples: list[Example], sequence_len: int) -> list[Example]:
         bins[b].append(i)
         if room - size > 0:
             bisect.insort(free, (room - size, b))
+    return bins
+
+
+def pack(examples: list[Example], sequence_len: int) -> list[Example]:
+    """Best-fit-decreasing bin packing into rows of <= sequence_len tokens, with per-example position_ids."""
     rows = []
-    for members in bins:
+    for members in pack_lengths([len(example["input_ids"]) for example in examples], sequence_len):
         row: Example = {"input_ids": [], "labels": [], "position_ids": []}
         for i in members:
             row["input_ids"] += examples[i]["input_ids"]

@@ -59,11 +59,11 @@ def _records(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     """(where, record) for every prompt: --prompt texts first, then the lines of --prompts."""
     records = [(f"--prompt {i + 1}", {"prompt": text}) for i, text in enumerate(args.prompt)]
     if args.prompts is not None:
-        from llmlab.train.data import read_jsonl
+        from llmlab.train.data import read_records
 
         if not args.prompts.is_file():
             raise ConfigError(f"--prompts: file not found (got {str(args.prompts)!r})")
-        records += [(f"{args.prompts}:{number}", record) for number, record in read_jsonl(args.prompts)]
+        records += list(read_records(args.prompts))
     if not records:
         raise ConfigError("generate: give at least one --prompt TEXT or --prompts FILE.jsonl")
     return records

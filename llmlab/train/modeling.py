@@ -36,6 +36,26 @@ def resolve_base_model(name: str, host: HostConfig, key: str = "base_model") -> 
     return ResolvedModel(snapshot, store_commit=snapshot.name)  # snapshots/<commit> (layout.py)
 
 
+def check_memory_knobs(cfg: TrainConfig) -> None:
+    """The packages `optimizer` and `attn_implementation` need, found before minutes of model loading."""
+    import importlib.util
+
+    from llmlab.train.optimizers import OPTIMIZER_SPECS
+
+    package = OPTIMIZER_SPECS[cfg.optimizer].package
+    if package and importlib.util.find_spec(package) is None:
+        usable = [name for name, spec in OPTIMIZER_SPECS.items() if spec.package is None]
+        raise ConfigError(
+            f"optimizer: {cfg.optimizer} needs the {package} package, which is not installed "
+            f"(pip install {package}); valid without it: {', '.join(usable)}"
+        )
+    if cfg.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError(
+            "attn_implementation: flash_attention_2 needs the flash-attn package, which is not importable "
+            "here (pip install flash-attn, on a CUDA host); valid without it: sdpa, eager"
+        )
+
+
 @dataclass(frozen=True)
 class Precision:
     """What `precision: auto|bf16|fp16|fp32` means on this device."""
@@ -110,7 +130,10 @@ def load_model(cfg: TrainConfig, model_dir: Path, tokenizer, precision: Precisio
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": torch.float32 if cfg.method == "full" else precision.torch_dtype}
+    kwargs: dict[str, Any] = {
+        "dtype": torch.float32 if cfg.method == "full" else precision.torch_dtype,
+        "attn_implementation": cfg.attn_implementation,
+    }
     if cfg.method == "qlora":
         kwargs["quantization_config"] = _quantization_config(cfg, precision)
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)

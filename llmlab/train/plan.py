@@ -6,7 +6,10 @@ gated MLPs, or GPT-2-style plain MLPs). Memory per GPU is the sum of what lives 
 - weights: full fine-tuning keeps fp32 master weights (4 B/param); LoRA keeps the frozen base in the compute
   dtype (2 B, or 4 B in fp32); QLoRA stores linear weights as 4-bit (0.5 B + quantisation constants) and
   peft's `prepare_model_for_kbit_training` upcasts the rest (embeddings, norms, head) to fp32;
-- gradients (4 B) and AdamW's two moments (8 B) per *trainable* parameter (LoRA adapters are fp32);
+- gradients (4 B) per *trainable* parameter (LoRA adapters are fp32), and the optimizer's states for each
+  trainable tensor (llmlab/train/optimizers.py): AdamW two fp32 moments (8 B), bitsandbytes' 8-bit AdamW
+  two 8-bit moments with blockwise fp32 scales (~2 B; fp32 for tensors under 4096 elements), Adafactor a
+  factored second moment (4 B per row plus 4 B per column of a matrix), SGD none;
 - activations saved for backward, per token: each decoder layer's tensors (norm inputs/outputs, q/k/v,
   attention output, MLP intermediates, LoRA dropout copies) in the compute dtype, plus the logits
   (compute-dtype logits, their fp32 upcast and log-softmax); with gradient checkpointing only each layer's
@@ -27,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from llmlab.config import ConfigError
-from llmlab.gpus import CATALOG, GpuSku
+from llmlab.gpus import CATALOG, GpuMemoryReader, GpuSku, HostGpu, NvmlMemoryReader, find_sku
 from llmlab.train.metrics import FLOPS_PER_TOKEN_PER_PARAM
+from llmlab.train.optimizers import OPTIMIZER_SPECS
 from llmlab.train.schema import TrainConfig
 
 GIB = 1024**3
@@ -133,6 +137,29 @@ class ParameterCounts:
         return ParameterCounts(total=linear + other, linear=linear, other=other)
 
 
+def trainable_shapes(arch: Architecture, cfg: TrainConfig, method: str) -> list[tuple[int, ...]]:
+    """The shape of every trainable tensor: what the optimizer keeps state for."""
+    targets = cfg.lora_target_modules
+    linears = arch.linear_layers()
+    if method != "full":
+        adapted = [
+            (n_in, n_out) for name, n_in, n_out in linears if targets == "all-linear" or name in targets
+        ]
+        per_layer = [shape for n_in, n_out in adapted for shape in ((cfg.lora_r, n_in), (n_out, cfg.lora_r))]
+        return per_layer * arch.num_layers
+    h = arch.hidden_size
+    layer: list[tuple[int, ...]] = [(n_out, n_in) for _, n_in, n_out in linears]
+    if arch.biases:
+        layer += [(n_out,) for _, _, n_out in linears]
+    norm: list[tuple[int, ...]] = [(h,), (h,)] if arch.model_type == "gpt2" else [(h,)]
+    shapes = layer * arch.num_layers + norm * (2 * arch.num_layers + 1) + [(arch.vocab_size, h)]
+    if arch.position_embeddings:
+        shapes.append((arch.position_embeddings, h))
+    if not arch.tied_embeddings:
+        shapes.append((arch.vocab_size, h))
+    return shapes
+
+
 def lora_parameters(arch: Architecture, cfg: TrainConfig) -> int:
     targets = cfg.lora_target_modules
     chosen = [
@@ -202,7 +229,9 @@ def estimate_memory(
         quantised = counts.linear * (NF4_BYTES + ABSMAX_BYTES[cfg.bnb_4bit_use_double_quant])
         trainable = lora_parameters(arch, cfg)
         weights = quantised + 4.0 * counts.other + 4.0 * trainable
-    gradients, optimizer = 4.0 * trainable, 8.0 * trainable
+    spec = OPTIMIZER_SPECS[cfg.optimizer]
+    gradients = 4.0 * trainable
+    optimizer = sum(spec.state_bytes(shape) for shape in trainable_shapes(arch, cfg, method))
 
     shards = cfg.plan.num_gpus
     if cfg.distributed in ("fsdp", "deepspeed_zero3"):
@@ -235,9 +264,10 @@ def estimate_memory(
 class SkuFit:
     sku: str
     memory_gib: float
+    memory_source: str  # catalogue | this host (NVML)
     fits: bool
     headroom_gib: float
-    tokens_per_second: float
+    tokens_per_second: float | None  # None: no peak known for this precision
     hours_per_epoch: float | None
     cost_per_epoch: float | None
 
@@ -249,31 +279,55 @@ def compute_bytes_for(cfg: TrainConfig, on_gpu: bool = True) -> int:
     return 2
 
 
+def peak_tflops(sku: GpuSku, precision: str) -> float | None:
+    """The dense peak the run would use: fp16 when asked, or under `auto` on a GPU without bf16."""
+    if precision == "fp16" or (precision == "auto" and sku.bf16_tflops is None):
+        return sku.fp16_tflops
+    return sku.bf16_tflops
+
+
 def sku_fits(
     estimate: MemoryEstimate,
     cfg: TrainConfig,
     flops_per_token: float,
     epoch_tokens: int | None,
     catalog: tuple[GpuSku, ...] = CATALOG,
+    host_gpus: tuple[HostGpu, ...] = (),
 ) -> list[SkuFit]:
-    rows = []
+    """One row per catalogue SKU; this host's GPUs replace their SKU's memory figure with NVML's total,
+    and a GPU the catalogue does not know gets a row of its own (fit only, no peak)."""
     gpus = cfg.plan.num_gpus
-    for sku in catalog:
-        peak = sku.fp16_tflops if cfg.precision == "fp16" else sku.bf16_tflops
-        tokens_per_second = cfg.plan.mfu * peak * 1e12 * gpus / flops_per_token
-        hours = epoch_tokens / tokens_per_second / 3600 if epoch_tokens else None
-        price = cfg.plan.gpu_hour_prices.get(sku.name)
-        rows.append(
-            SkuFit(
-                sku=sku.name,
-                memory_gib=sku.memory_gib,
-                fits=estimate.total_gib <= sku.memory_gib,
-                headroom_gib=sku.memory_gib - estimate.total_gib,
-                tokens_per_second=tokens_per_second,
-                hours_per_epoch=hours,
-                cost_per_epoch=hours * gpus * price if hours is not None and price is not None else None,
-            )
+    measured: dict[str, float] = {}
+    unknown: list[HostGpu] = []
+    for gpu in host_gpus:
+        sku = find_sku(gpu.name)
+        if sku is None:
+            unknown.append(gpu)
+        else:
+            measured[sku.name] = min(gpu.memory_mib, measured.get(sku.name, gpu.memory_mib))
+
+    def row(name: str, memory_gib: float, source: str, peak: float | None) -> SkuFit:
+        tokens_per_second = cfg.plan.mfu * peak * 1e12 * gpus / flops_per_token if peak else None
+        hours = epoch_tokens / tokens_per_second / 3600 if epoch_tokens and tokens_per_second else None
+        price = cfg.plan.gpu_hour_prices.get(name)
+        return SkuFit(
+            sku=name,
+            memory_gib=memory_gib,
+            memory_source=source,
+            fits=estimate.total_gib <= memory_gib,
+            headroom_gib=memory_gib - estimate.total_gib,
+            tokens_per_second=tokens_per_second,
+            hours_per_epoch=hours,
+            cost_per_epoch=hours * gpus * price if hours is not None and price is not None else None,
         )
+
+    rows = [
+        row(sku.name, measured[sku.name] / 1024, "this host (NVML)", peak_tflops(sku, cfg.precision))
+        if sku.name in measured
+        else row(sku.name, sku.memory_gib, "catalogue", peak_tflops(sku, cfg.precision))
+        for sku in catalog
+    ]
+    rows += [row(gpu.name, gpu.memory_mib / 1024, "this host (NVML)", None) for gpu in unknown]
     return rows
 
 
@@ -297,13 +351,21 @@ def count_epoch_tokens(cfg: TrainConfig, model_dir: Path) -> int | None:
     except (OSError, ValueError):
         return None
     train, _ = split_eval(
-        encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len).examples, cfg.eval_split, cfg.seed
+        encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len, cfg.too_long).examples,
+        cfg.eval_split,
+        cfg.seed,
     )
     return sum(len(example["input_ids"]) for example in train)
 
 
-def make_plan(cfg: TrainConfig, model_dir: Path, count_tokens: bool = True) -> dict[str, Any]:
-    """The whole plan as a JSON-ready mapping (the `--json` output, schema_version 1)."""
+def make_plan(
+    cfg: TrainConfig, model_dir: Path, count_tokens: bool = True, gpu_reader: GpuMemoryReader | None = None
+) -> dict[str, Any]:
+    """The whole plan as a JSON-ready mapping (the `--json` output, schema_version 1).
+
+    `gpu_reader` (default: NVML) names this host's GPUs; their measured totals beat the catalogue's.
+    """
+    host_gpus = tuple((gpu_reader or NvmlMemoryReader()).gpus())
     arch = architecture_from_config(read_model_config(model_dir))
     counts = ParameterCounts.of(arch)
     compute_bytes = compute_bytes_for(cfg)
@@ -341,6 +403,10 @@ def make_plan(cfg: TrainConfig, model_dir: Path, count_tokens: bool = True) -> d
             "num_gpus": cfg.plan.num_gpus,
             "distributed": cfg.distributed,
             "runtime_overhead_gib": RUNTIME_OVERHEAD_GIB,
+            "optimizer": cfg.optimizer,
         },
-        "gpus": [asdict(row) for row in sku_fits(chosen, cfg, flops_per_token, epoch_tokens)],
+        "host_gpus": [asdict(gpu) for gpu in host_gpus],
+        "gpus": [
+            asdict(row) for row in sku_fits(chosen, cfg, flops_per_token, epoch_tokens, host_gpus=host_gpus)
+        ],
     }

@@ -4,8 +4,8 @@
 and `metrics.json`; checkpoints go to `output_dir/checkpoint-N`. SIGINT/SIGTERM finish the current optimizer
 step, save a checkpoint and stop; `resume=True` continues from the newest checkpoint with the optimizer,
 scheduler, RNG and data position restored, so the resumed run ends where an uninterrupted one would.
-`train()` reads as its steps: preflight, resolve the base model, prepare the data, build the trainer, train,
-save, collect the metrics (evaluation and provenance included), write them.
+`train()` reads as its steps: preflight, resolve the base model, summarise and prepare the data, build the
+trainer, train, save, collect the metrics (evaluation and provenance included), write them.
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ def preflight(cfg: TrainConfig, resume: bool) -> None:
         raise ConfigError(
             f"--resume: no checkpoint-N directory in output_dir {cfg.output_dir} to resume from"
         )
+    from llmlab.train.modeling import check_memory_knobs
+
+    check_memory_knobs(cfg)
     if cfg.tracking == "mlflow":
         import importlib.util
 
@@ -191,6 +194,7 @@ def training_arguments(cfg: TrainConfig, precision):
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
+        optim=cfg.optimizer,
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if cfg.eval_steps else "no",
         eval_steps=cfg.eval_steps,
@@ -239,21 +243,35 @@ class PreparedData:
     collator: Any
     n_train: int
     dropped: int
+    truncated: int
+
+
+def data_summary(cfg: TrainConfig, tokenizer) -> None:
+    """The preflight lines of `llmlab data check` (faults and lengths of the data), on the main rank."""
+    if is_main_process():
+        from llmlab.data.check import check_datasets, summary_lines
+
+        for line in summary_lines(check_datasets(cfg, tokenizer)):
+            say(line)
 
 
 def prepare_data(cfg: TrainConfig, tokenizer) -> PreparedData:
     """Tokenize, split off the eval set (plus eval_datasets), and pack (or pad per batch) as configured."""
     from llmlab.train import data as datamod
 
-    encoded = datamod.encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len)
-    dropped = encoded.dropped_too_long
+    encoded = datamod.encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len, cfg.too_long)
+    dropped, truncated = encoded.dropped_too_long, encoded.truncated
     train_examples, eval_examples = datamod.split_eval(encoded.examples, cfg.eval_split, cfg.seed)
     if cfg.eval_datasets:
-        held = datamod.encode_datasets(tokenizer, cfg.eval_datasets, cfg.sequence_len)
+        held = datamod.encode_datasets(tokenizer, cfg.eval_datasets, cfg.sequence_len, cfg.too_long)
         eval_examples += held.examples
         dropped += held.dropped_too_long
-    if dropped:
-        say(f"dropped {dropped} examples longer than sequence_len={cfg.sequence_len}")
+        truncated += held.truncated
+    if dropped or truncated:
+        say(
+            f"longer than sequence_len={cfg.sequence_len}: {truncated} truncated, {dropped} dropped "
+            f"(too_long: {cfg.too_long})"
+        )
     if cfg.packing:
         train_rows = datamod.pack(train_examples, cfg.sequence_len)
         eval_rows = datamod.pack(eval_examples, cfg.sequence_len) if eval_examples else []
@@ -264,7 +282,9 @@ def prepare_data(cfg: TrainConfig, tokenizer) -> PreparedData:
         f"{len(train_examples)} training examples in {len(train_rows)} rows, "
         f"{len(eval_examples)} for evaluation"
     )
-    return PreparedData(train_rows, eval_rows, eval_examples, collator, len(train_examples), dropped)
+    return PreparedData(
+        train_rows, eval_rows, eval_examples, collator, len(train_examples), dropped, truncated
+    )
 
 
 @dataclass
@@ -401,7 +421,12 @@ def collect_metrics(
         "tokens_per_second": tokens_per_second,
         "trained_tokens": int(real_tokens),
         "padding_efficiency": real_tokens / slots if slots else None,
-        "examples": {"train": data.n_train, "eval": len(data.eval_examples), "dropped": data.dropped},
+        "examples": {
+            "train": data.n_train,
+            "eval": len(data.eval_examples),
+            "dropped": data.dropped,
+            "truncated": data.truncated,
+        },
         "memory": memory,
     }
     if args.world_size > 1:
@@ -442,6 +467,7 @@ def train(cfg: TrainConfig, host: HostConfig | None = None, *, resume: bool = Fa
     set_seed(cfg.seed)
     precision = choose_precision(cfg.precision)
     tokenizer = load_tokenizer(base.path)
+    data_summary(cfg, tokenizer)
     data = prepare_data(cfg, tokenizer)
     session = build_trainer(cfg, base.path, precision, tokenizer, data)
     output, interrupted = run_training(session.trainer, resume)

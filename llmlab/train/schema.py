@@ -16,15 +16,21 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from llmlab.config import ConfigError, StrictModel, describe_validation_error, read_yaml_mapping
+from llmlab.train.optimizers import DEFAULT_OPTIMIZER, OPTIMIZERS
 
 Method = Literal["lora", "qlora", "full"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 DatasetFormat = Literal["text", "instruction", "chat"]
 Distributed = Literal["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
+TooLong = Literal["drop", "truncate"]
+AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]
+# The file types a dataset may be, by suffix: JSONL is read line by line (errors name file:line), the rest
+# through `datasets`.
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 class DatasetSpec(StrictModel):
-    path: Path = Field(description="A JSONL file, one example per line.")
+    path: Path = Field(description="A JSONL (one example per line), JSON, CSV or Parquet file.")
     format: DatasetFormat = Field(
         description="text: {text}; instruction: {instruction, input?, output}; "
         "chat: {messages: [{role, content}]}."
@@ -35,6 +41,8 @@ class DatasetSpec(StrictModel):
     def _exists(cls, path: Path) -> Path:
         if not path.is_file():
             raise ValueError("file not found")
+        if path.suffix.lower() not in DATA_SUFFIXES:
+            raise ValueError(f"unsupported file type {path.suffix!r}; valid: {', '.join(DATA_SUFFIXES)}")
         return path.resolve()
 
 
@@ -78,8 +86,11 @@ class TrainConfig(StrictModel):
     datasets: list[DatasetSpec] = Field(
         min_length=1, description="Training data; examples of all files are mixed."
     )
-    sequence_len: int = Field(
-        2048, ge=16, description="Tokens per training sequence; longer examples are dropped."
+    sequence_len: int = Field(2048, ge=16, description="Tokens per training sequence.")
+    too_long: TooLong = Field(
+        "drop",
+        description="Examples longer than sequence_len: drop them, or truncate them to sequence_len "
+        "(one whose answer is cut away entirely is dropped).",
     )
     packing: bool = Field(True, description="Fill each sequence with several examples instead of padding.")
 
@@ -118,6 +129,13 @@ class TrainConfig(StrictModel):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward to save memory."
     )
+    optimizer: str = Field(
+        DEFAULT_OPTIMIZER,
+        description="The Trainer's optimizer (`optim`): " + ", ".join(OPTIMIZERS) + ".",
+    )
+    attn_implementation: AttnImplementation = Field(
+        "sdpa", description="sdpa (PyTorch), eager, or flash_attention_2 (needs the flash-attn package)."
+    )
 
     output_dir: Path = Field(Path("outputs"), description="Checkpoints, final weights, metrics.json.")
     save_steps: int = Field(200, ge=1, description="Checkpoint every N optimizer steps.")
@@ -142,6 +160,14 @@ class TrainConfig(StrictModel):
     @property
     def has_eval(self) -> bool:
         return self.eval_split > 0 or bool(self.eval_datasets)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        # A plain str checked here rather than a Literal: the message lists the names once, readably.
+        if name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+        return name
 
     @model_validator(mode="after")
     def _compatible(self) -> TrainConfig:
