@@ -3,7 +3,8 @@
 #   1. start the container llmlab-demo (re-used if it exists)
 #   2. playbooks/onboard.yml: site.yml, verify at level 2, the fleet report
 #   3. build a tiny model on this machine and distribute it into the container's store (playbooks/models.yml)
-#   4. playbooks/train.yml: a short LoRA fine-tune of it in the container; metrics.json fetched back
+#   4. playbooks/train.yml: a short LoRA fine-tune of it in the container as the lab user demo, who owns its
+#      output (checked); metrics.json fetched back
 #   5. a course's environment check in the lab environment (scripts/demo/env_check.py: torch, transformers,
 #      jupyter_core, GitPython, the Docker SDK and the Docker daemon's version)
 #   6. print the verification summary, the training metrics and the time of each stage

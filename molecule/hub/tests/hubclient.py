@@ -9,6 +9,7 @@ object. Usage: python hubclient.py ACTION [ARGS...]
   flow USER CODE     log in, start the server, run CODE in a new kernel (its stdout, the kernel's name)
   get USER PATH      with USER's token GET PATH: {"status": code, ...}; USER "-": no token, redirects followed
   load N             load1..loadN log in and start at once: {"ready": {user: seconds}, "statuses": [...]}
+  start USER         log in and start a fresh server for USER
   stop USER          stop USER's server
   servers USER       the servers the hub's API shows USER (an admin sees everyone's)
 """
@@ -67,11 +68,28 @@ def auth(tok: str) -> dict[str, str]:
     return {"Authorization": f"token {tok}"}
 
 
+def stop(tok: str, user: str, timeout: float = 120) -> int:
+    """Stop USER's server if it runs and wait until the hub shows none; the DELETE's status."""
+    answer = request(requests.Session(), "DELETE", f"hub/api/users/{user}/server", headers=auth(tok))
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        model = request(requests.Session(), "GET", f"hub/api/users/{user}", headers=auth(tok)).json()
+        if "" not in model.get("servers", {}):
+            return answer.status_code
+        time.sleep(1)
+    raise SystemExit(json.dumps({"error": f"{user}'s server still there {timeout} s after DELETE"}))
+
+
 def start(tok: str, user: str, timeout: float = 300) -> float:
-    """Start USER's server; the seconds until the hub reports it ready."""
+    """Start a fresh server for USER; the seconds until the hub reports it ready.
+
+    A server left from an earlier test is stopped first: it may have been idle for most of the culler's
+    timeout (60 s here) and be culled while the test uses it.
+    """
+    stop(tok, user)
     began = time.monotonic()
     answer = request(requests.Session(), "POST", f"hub/api/users/{user}/server", headers=auth(tok))
-    if answer.status_code not in (201, 202, 400):  # 400: already running
+    if answer.status_code not in (201, 202):
         raise SystemExit(json.dumps({"error": f"start {user}: HTTP {answer.status_code} {answer.text}"}))
     while time.monotonic() - began < timeout:
         model = request(requests.Session(), "GET", f"hub/api/users/{user}", headers=auth(tok)).json()
@@ -150,8 +168,11 @@ def main(action: str, *args: str) -> dict:
     if action == "stop":
         (user,) = args
         tok = token(login(user), user)
-        answer = request(requests.Session(), "DELETE", f"hub/api/users/{user}/server", headers=auth(tok))
-        return {"status": answer.status_code}
+        return {"status": stop(tok, user)}
+    if action == "start":
+        (user,) = args
+        tok = token(login(user), user)
+        return {"ready_s": start(tok, user)}
     if action == "load":
         count = int(args[0])
         ready: dict[str, float] = {}
