@@ -3,7 +3,8 @@
 #   1. start the container llmlab-demo (re-used if it exists)
 #   2. playbooks/onboard.yml: site.yml, verify at level 2, the fleet report
 #   3. build a tiny model on this machine and distribute it into the container's store (playbooks/models.yml)
-#   4. playbooks/train.yml: a short LoRA fine-tune of it in the container; metrics.json fetched back
+#   4. playbooks/train.yml: a short LoRA fine-tune of it in the container as the lab user demo, who owns its
+#      output (checked); metrics.json fetched back
 #   5. a course's environment check in the lab environment (scripts/demo/env_check.py: torch, transformers,
 #      jupyter_core, GitPython, the Docker SDK and the Docker daemon's version)
 #   6. print the verification summary, the training metrics and the time of each stage
@@ -64,6 +65,14 @@ env_check() {
   docker exec -i "$container" "$lab_env/bin/python" - < scripts/demo/env_check.py
 }
 
+# The job ran as the lab user named in train-vars.yml: its output is theirs, not root's.
+run_owner() {
+  local owner
+  owner=$(docker exec "$container" stat -c %U /srv/llmlab/runs/demo-lora/output/metrics.json) || return 1
+  echo "the run's metrics.json belongs to $owner"
+  [ "$owner" = demo ]
+}
+
 summary() {
   python scripts/demo_summary.py --reports "$PWD/reports" --metrics "$work/metrics" --host "$host"
   printf '\nplaybook recaps (the last play of each; a re-run reports changed=0):\n'
@@ -106,5 +115,6 @@ stage onboard ansible-playbook playbooks/onboard.yml
 stage model build_model
 stage models ansible-playbook playbooks/models.yml -e "@scripts/demo/models-vars.yml" -e "demo_dir=$work"
 stage train ansible-playbook playbooks/train.yml -e "@scripts/demo/train-vars.yml" -e "demo_dir=$work"
+stage owner run_owner
 stage envcheck env_check
 summary

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -150,6 +151,12 @@ class VerifySettings(StrictModel):
         None, description="CA bundle that verifies Jupyter's certificate; None: the system's trust store."
     )
     jupyter_service: str = Field("jupyter", description="Jupyter's systemd unit, named in hints.")
+    jupyter_kind: Literal["single", "hub"] = Field(
+        "single", description="What answers at jupyter_url: one JupyterLab (single) or JupyterHub (hub)."
+    )
+    jupyter_tls_certfile: Path | None = Field(
+        None, description="The certificate Jupyter must serve (PEM); None: not compared."
+    )
     lab_python: Path | None = Field(
         None, description="The lab environment's python; None: <lab_env>/bin/python, else llmlab's own."
     )

@@ -17,6 +17,7 @@ import socket
 import ssl
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -127,6 +128,7 @@ class Network(Protocol):
     def http_get(
         self, url: str, timeout: float, verify_tls: bool, ca_file: Path | None = None
     ) -> HttpAnswer: ...
+    def peer_certificate(self, url: str, timeout: float) -> bytes | str: ...  # DER, or why not
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -165,6 +167,21 @@ class LocalNetwork:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             return HttpAnswer(None, error=str(reason))
+
+    def peer_certificate(self, url: str, timeout: float) -> bytes | str:
+        """The DER certificate the server at an https:// URL presents (unverified: the caller compares it)."""
+        parts = urllib.parse.urlsplit(url)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            with (
+                socket.create_connection((parts.hostname, parts.port or 443), timeout=timeout) as raw,
+                context.wrap_socket(raw, server_hostname=parts.hostname) as tls,
+            ):
+                return tls.getpeercert(binary_form=True) or "no certificate presented"
+        except (OSError, ssl.SSLError) as exc:
+            return str(exc)
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,7 @@ def test_the_cli_catches_the_injected_faults_and_writes_json_and_metrics(
         "services.nvidia_runtime": "SKIP",
         "services.jupyter": "OK",
         "services.jupyter_auth": "FAIL",
+        "services.jupyter_tls": "SKIP",
         "services.listening_ports": "FAIL",
     }
     assert report["summary"]["exit_code"] == 2 and report["summary"]["counts"]["FAIL"] == 3

@@ -137,3 +137,34 @@ def test_firewall_falls_back_to_iptables_and_fails_when_nothing_can_be_read():
     assert nothing.status == Status.FAIL
     assert nothing.message == "cannot read the firewall: nft: command not found; iptables: command not found"
     assert run_check("services.firewall", make_ctx(runner=FakeRunner())).status == Status.SKIP
+
+
+HUB = {
+    "verify": {"expect": {"jupyter": True}, "jupyter_url": "https://127.0.0.1:8888/", "jupyter_kind": "hub"}
+}
+
+
+@pytest.mark.parametrize(("answer", "status"), [(HttpAnswer(403), Status.OK), (HttpAnswer(200), Status.FAIL)])
+def test_a_hub_must_refuse_an_unauthenticated_request_for_its_user_list(answer, status):
+    network = FakeNetwork(answers={"https://127.0.0.1:8888/hub/api/users": answer})
+    assert run_check("services.jupyter_auth", make_ctx(HUB, network=network)).status == status
+
+
+def _pem(der: bytes) -> str:
+    import ssl
+
+    return ssl.DER_cert_to_PEM_cert(der)
+
+
+def test_jupyter_must_serve_the_certificate_it_was_given(tmp_path):
+    given = tmp_path / "jupyter.crt"
+    given.write_text(_pem(b"the certificate the role made"), encoding="ascii")
+    config = {"verify": {**HUB["verify"], "jupyter_tls_certfile": str(given)}}
+    url = "https://127.0.0.1:8888/"
+    same = FakeNetwork(certificates={url: b"the certificate the role made"})
+    assert run_check("services.jupyter_tls", make_ctx(config, network=same)).status == Status.OK
+    other = FakeNetwork(certificates={url: b"somebody else's certificate"})
+    result = run_check("services.jupyter_tls", make_ctx(config, network=other))
+    assert result.status == Status.FAIL and "is not" in result.message
+    assert run_check("services.jupyter_tls", make_ctx(config, network=FakeNetwork())).status == Status.FAIL
+    assert run_check("services.jupyter_tls", make_ctx(HUB, network=same)).status == Status.SKIP

@@ -110,9 +110,13 @@ class FakeHost:
 class FakeNetwork:
     sockets: list[Listener] = field(default_factory=list)
     answers: dict[str, HttpAnswer] = field(default_factory=dict)
+    certificates: dict[str, bytes] = field(default_factory=dict)
 
     def listeners(self) -> list[Listener]:
         return self.sockets
+
+    def peer_certificate(self, url: str, timeout: float) -> bytes | str:
+        return self.certificates.get(url, "Connection refused")
 
     def http_get(self, url: str, timeout: float, verify_tls: bool, ca_file=None) -> HttpAnswer:
         return self.answers.get(url, HttpAnswer(None, error="Connection refused"))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
+import ssl
 import urllib.parse
 from dataclasses import dataclass
 
@@ -74,6 +76,10 @@ def _jupyter_get(ctx: VerifyContext, url: str) -> HttpAnswer:
     )
 
 
+# What an unauthenticated client must be refused: the single server's contents, the hub's user list.
+JUPYTER_API = {"single": "api/contents", "hub": "hub/api/users"}
+
+
 @check("services.jupyter", "JupyterLab answers at jupyter_url, when expect.jupyter")
 def jupyter_up(ctx: VerifyContext) -> CheckResult:
     url = _jupyter_base(ctx)
@@ -95,7 +101,7 @@ def jupyter_up(ctx: VerifyContext) -> CheckResult:
 def jupyter_auth(ctx: VerifyContext) -> CheckResult:
     if not ctx.settings.expect.jupyter:
         return skip("JupyterLab not expected (verify.expect.jupyter=false)")
-    url = urllib.parse.urljoin(_jupyter_base(ctx), "api/contents")
+    url = urllib.parse.urljoin(_jupyter_base(ctx), JUPYTER_API[ctx.settings.jupyter_kind])
     answer = _jupyter_get(ctx, url)
     expected = "401/403 or redirect to login"
     if answer.status is None:
@@ -116,6 +122,32 @@ def jupyter_auth(ctx: VerifyContext) -> CheckResult:
     return warn(
         f"{url} answered HTTP {answer.status}: not a Jupyter API answer?", hint=_jupyter_hint(ctx), **kw
     )
+
+
+@check("services.jupyter_tls", "Jupyter serves the certificate it was given (verify.jupyter_tls_certfile)")
+def jupyter_tls(ctx: VerifyContext) -> CheckResult:
+    certfile = ctx.settings.jupyter_tls_certfile
+    if not ctx.settings.expect.jupyter or certfile is None:
+        return skip("no certificate to compare (verify.expect.jupyter and verify.jupyter_tls_certfile)")
+    url = _jupyter_base(ctx)
+    if not url.startswith("https://"):
+        return fail(f"{url} is not https:// but {certfile} is configured", hint=_jupyter_hint(ctx))
+    try:
+        expected = ssl.PEM_cert_to_DER_cert(certfile.read_text(encoding="ascii"))
+    except (OSError, ValueError) as exc:
+        return fail(f"cannot read {certfile}: {exc}", hint="the jupyter role's jupyter_tls_certfile")
+    served = ctx.sources.network.peer_certificate(url, timeout=5)
+    if isinstance(served, str):
+        return fail(f"{url} presents no certificate: {served}", hint=_jupyter_hint(ctx))
+    got, want = hashlib.sha256(served).hexdigest(), hashlib.sha256(expected).hexdigest()
+    if got != want:
+        return fail(
+            f"{url} serves a certificate (sha256 {got[:16]}...) that is not {certfile} ({want[:16]}...)",
+            value=got,
+            expected=want,
+            hint="restart the service after a certificate change; check nothing else holds the port",
+        )
+    return ok(f"{url} serves {certfile} (sha256 {got[:16]}...)", value=got, expected=want)
 
 
 @dataclass(frozen=True)
