@@ -227,7 +227,12 @@ def preference_fields(record: dict[str, Any], fmt: str, where: str) -> Preferenc
                 f"{where}: format {fmt!r} needs 'prompt': a list of {{role, content}} messages ending "
                 "before the answer"
             )
-    return PreferencePair(prompt, _answer(record, "chosen", where, fmt), _answer(record, "rejected", where, fmt))
+    pair = PreferencePair(
+        prompt, _answer(record, "chosen", where, fmt), _answer(record, "rejected", where, fmt)
+    )
+    if pair.chosen.strip() == pair.rejected.strip():
+        raise ConfigError(f"{where}: 'chosen' and 'rejected' are the same answer; the pair teaches nothing")
+    return pair
 
 
 def _preference_as_example(record: dict[str, Any], fmt: str, where: str) -> dict[str, Any]:

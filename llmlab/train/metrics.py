@@ -96,9 +96,7 @@ def reward_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     ]
 
 
-def run_cost(
-    device_name: str, devices: int, wall_seconds: float, prices: dict[str, float]
-) -> dict[str, Any]:
+def run_cost(device_name: str, devices: int, wall_seconds: float, prices: dict[str, float]) -> dict[str, Any]:
     """Device-hours of the run times the price of its device (by catalogue SKU name, else by the device's
     own name, e.g. `cpu`); `total` is None when no price is configured for it."""
     sku = find_sku(device_name) if device_name != "cpu" else None

@@ -74,9 +74,13 @@ def preflight(cfg: TrainConfig, resume: bool) -> None:
 
     check_memory_knobs(cfg)
     if cfg.method == "dpo" and importlib.util.find_spec("trl") is None:
-        raise ConfigError("method: dpo needs the trl package (pip install 'llmlab[ml]'); valid: lora, qlora, full")
+        raise ConfigError(
+            "method: dpo needs the trl package (pip install 'llmlab[ml]'); valid: lora, qlora, full"
+        )
     if cfg.tracking == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("tracking: 'tensorboard' needs the tensorboard package; valid without it: none, mlflow")
+        raise ConfigError(
+            "tracking: 'tensorboard' needs the tensorboard package; valid without it: none, mlflow"
+        )
 
 
 @functools.cache

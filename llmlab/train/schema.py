@@ -246,7 +246,9 @@ class TrainConfig(StrictModel):
         else:
             wrong = [f for f in formats if f in PREFERENCE_FORMATS]
             if wrong:
-                raise ValueError(f"datasets: format {wrong[0]!r} needs method: dpo (got method {self.method!r})")
+                raise ValueError(
+                    f"datasets: format {wrong[0]!r} needs method: dpo (got method {self.method!r})"
+                )
 
     def _check_evaluation(self) -> None:
         periodic = {

@@ -162,7 +162,9 @@ class MlflowRun:
         cost = (summary.get("cost") or {}).get("total")
         if isinstance(cost, int | float):
             final["cost"] = cost
-        self.log_metrics(summary.get("global_step", 0), {f"final_{k}" if k != "cost" else k: v for k, v in final.items()})
+        self.log_metrics(
+            summary.get("global_step", 0), {f"final_{k}" if k != "cost" else k: v for k, v in final.items()}
+        )
         for path in files:
             self._try(f"artifact {path.name}", self.client.log_artifact, self.run_id, str(path))
         status = "FINISHED" if completed else "KILLED"
