@@ -80,21 +80,24 @@ class MlflowRun:
         self.client = _client(uri)
         self.run_id: str | None = None
         self.not_logged: list[str] = []
-        self._failed_steps: list[int] = []
+        self._failed_steps: set[int] = set()
+        self._failed = False
 
-    def _try(self, what: str, call, *args, **kwargs) -> bool:
+    def _try(self, what: str, call, *args, step: int | None = None, quiet: bool = False, **kwargs) -> bool:
+        """Make one call; on failure say so (the first time), note `what` (or the step), and go on."""
         try:
             call(*args, **kwargs)
             return True
         except Exception as exc:
-            if not self.not_logged and not self._failed_steps:
+            if not self._failed:
                 from llmlab.train.run import say
 
                 reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 say(f"MLflow server at {self.uri} did not take {what} ({reason}); training goes on")
-            if what.startswith("metrics at step "):
-                self._failed_steps.append(int(what.rsplit(" ", 1)[1]))
-            else:
+            self._failed = True
+            if step is not None:
+                self._failed_steps.add(step)
+            elif not quiet:
                 self.not_logged.append(what)
             return False
 
@@ -148,7 +151,9 @@ class MlflowRun:
             if isinstance(value, int | float) and not isinstance(value, bool)
         ]
         if metrics:
-            self._try(f"metrics at step {step}", self.client.log_batch, self.run_id, metrics=metrics)
+            self._try(
+                f"metrics at step {step}", self.client.log_batch, self.run_id, metrics=metrics, step=step
+            )
 
     def finish(self, summary: dict[str, Any], files: list[Path], completed: bool) -> None:
         """The final figures as metrics, the output files as artifacts, and the run's end status."""
@@ -165,8 +170,13 @@ class MlflowRun:
         self.log_metrics(
             summary.get("global_step", 0), {f"final_{k}" if k != "cost" else k: v for k, v in final.items()}
         )
-        for path in files:
-            self._try(f"artifact {path.name}", self.client.log_artifact, self.run_id, str(path))
+        missed = [
+            p.name
+            for p in files
+            if not self._try(f"artifact {p.name}", self.client.log_artifact, self.run_id, str(p), quiet=True)
+        ]
+        if missed:
+            self.not_logged.append(f"artifacts {', '.join(missed)}")
         status = "FINISHED" if completed else "KILLED"
         self._try("the run's end status", self.client.set_terminated, self.run_id, status)
 
