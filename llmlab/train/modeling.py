@@ -184,7 +184,7 @@ def lora_config(cfg: TrainConfig):
 
 
 def load_model(cfg: TrainConfig, model_dir: Path, tokenizer, precision: Precision) -> Any:
-    """The model ready to train: full weights, or a peft model with LoRA adapters (on a 4-bit base for qlora)."""
+    """The model ready to train: full weights, or a peft model with LoRA adapters (4-bit base for qlora)."""
     model = load_base(cfg, model_dir, tokenizer, precision)
     if cfg.weights == "full":
         return model

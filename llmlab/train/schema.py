@@ -93,8 +93,9 @@ class TrainConfig(StrictModel):
     )
     dpo_method: Weights = Field(
         "lora",
-        description="dpo: train a LoRA adapter, a QLoRA adapter (4-bit base) or the full weights; the reference "
-        "is the base with the adapter disabled (full: the base's log-probabilities, computed before training).",
+        description="dpo: train a LoRA adapter, a QLoRA adapter (4-bit base) or the full weights; the "
+        "reference is the base with the adapter disabled (full: the base's log-probabilities, computed "
+        "before training).",
     )
     dpo_beta: float = Field(0.1, gt=0, description="dpo: how far the policy may move from the reference.")
     dpo_loss: DpoLoss = Field("sigmoid", description="dpo: TRL's loss type (sigmoid is the DPO paper's).")

@@ -1,4 +1,4 @@
-"""A run in MLflow: its parameters and tags at the start, its logs every `logging_steps`, its files at the end.
+"""A run in MLflow: parameters and tags at the start, the logs every `logging_steps`, its files at the end.
 
 llmlab talks to the tracking server itself (not through transformers' MLflowCallback) so that a server
 that goes away never stops training: every call is tried once more at most, with a short timeout, and what
@@ -73,7 +73,7 @@ def flat_params(data: Any, prefix: str = "") -> dict[str, str]:
 
 
 class MlflowRun:
-    """One llmlab run as one MLflow run. Each call that fails is noted in `not_logged`, and training goes on."""
+    """One llmlab run as one MLflow run. A call that fails is noted in `not_logged`; training goes on."""
 
     def __init__(self, cfg: TrainConfig, uri: str) -> None:
         self.cfg, self.uri = cfg, uri

@@ -1,4 +1,4 @@
-"""method: dpo with TRL's DPOTrainer: a tiny model taught wrong answers by SFT learns to prefer the right ones."""
+"""method: dpo with TRL's DPOTrainer on a tiny model: rewards, resume, formats, data check, rendering."""
 
 from __future__ import annotations
 
@@ -56,12 +56,16 @@ def test_dpo_after_sft_prefers_the_chosen_answers(tiny_llama_dir: Path, tmp_path
         for q, a, w in zip(QUESTIONS, RIGHT, WRONG, strict=True)
         for x in (a, w)
     ]
+    sft_data = write_jsonl(tmp_path / "sft.jsonl", both)
+    prices = {"gpu_hour_prices": {"cpu": 0.5}}  # the device it ran on, by the name metrics.json gives it
     sft = train(
-        validate_train_config(
-            base_config(tiny_llama_dir, write_jsonl(tmp_path / "sft.jsonl", both), tmp_path / "sft"), "t"
-        )
+        validate_train_config(base_config(tiny_llama_dir, sft_data, tmp_path / "sft", plan=prices), "t")
     )
     assert sft.metrics["status"] == "completed"
+    cost = sft.metrics["cost"]
+    assert cost["device"] == "cpu" and cost["price_per_device_hour"] == 0.5
+    assert cost["device_hours"] == pytest.approx(sft.metrics["wall_time_seconds"] / 3600)
+    assert cost["total"] == pytest.approx(cost["device_hours"] * 0.5)
 
     config = dpo_config(
         tmp_path / "sft",  # an adapter run: merged into the DPO run's base/, which is also the reference
@@ -111,7 +115,7 @@ def test_sigterm_and_resume_reproduce_the_dpo_loss_curve(
         if "'loss'" in line:
             proc.send_signal(signal.SIGTERM)
             break
-    stdout, stderr = proc.communicate(timeout=180)
+    _, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     saved = checkpoints(tmp_path / "run")
     assert len(saved) == 1 and 1 <= int(saved[0].name.split("-")[1]) < steps
@@ -155,12 +159,12 @@ def test_data_check_reports_identical_and_duplicate_pairs(tiny_llama_dir: Path, 
     assert "pairs.jsonl:6: 'chosen' and 'rejected' are the same answer" in file["errors"][0]
     assert report["problems"]["duplicates"] == 1
     assert report["split"]["train"] == 5 and report["train_tokens"] > 0
-    with pytest.raises(ConfigError, match="pairs.jsonl:6: 'chosen' and 'rejected'"):
+    with pytest.raises(ConfigError, match=r"pairs\.jsonl:6: 'chosen' and 'rejected'"):
         train(cfg)  # training refuses it too
 
 
 def test_preference_chat_rows_render_with_the_chat_template(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    from llmlab.train.data import encode_prompt, encode_preference, preference_fields
+    from llmlab.train.data import encode_preference, encode_prompt, preference_fields
     from llmlab.train.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_llama_dir)

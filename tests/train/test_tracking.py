@@ -83,7 +83,10 @@ def test_a_run_lands_in_its_experiment_with_params_metrics_and_artifacts(
     mlflow_server, tiny_llama_dir: Path, instruction_data: Path, tmp_path: Path
 ) -> None:
     uri, _ = mlflow_server
-    cfg = load_train_config(tracked_config(tiny_llama_dir, instruction_data, tmp_path, "capitals-v1", uri))
+    config = tracked_config(
+        tiny_llama_dir, instruction_data, tmp_path, "capitals-v1", uri, plan={"gpu_hour_prices": {"cpu": 2.0}}
+    )
+    cfg = load_train_config(config)
     assert cfg.experiment_name == "capitals-v1"  # the config file's name, not output_dir's ("output")
     metrics = train(cfg).metrics
     assert metrics["tracking"]["not_logged"] == []
@@ -99,6 +102,7 @@ def test_a_run_lands_in_its_experiment_with_params_metrics_and_artifacts(
     losses = client.get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in losses] == list(range(1, STEPS + 1))  # every logging_steps (1)
     assert [m.value for m in losses] == pytest.approx([p["loss"] for p in metrics["loss_curve"]], rel=1e-6)
+    assert run.data.metrics["cost"] == pytest.approx(metrics["cost"]["total"])  # what the run cost
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {
         "metrics.json",
