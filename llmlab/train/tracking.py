@@ -37,6 +37,10 @@ def tracking_uri(cfg: TrainConfig, host_uri: str | None) -> str:
 def _client(uri: str):
     for key, value in HTTP_SETTINGS.items():
         os.environ.setdefault(key, value)
+    if uri.startswith("file:"):
+        # MLflow 3 keeps the file store in maintenance mode and refuses it unless asked; it is the one local
+        # store the client alone (mlflow-skinny, no SQLAlchemy) can write.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)

@@ -153,3 +153,20 @@ def test_a_server_that_goes_away_mid_run_loses_nothing_locally(
     assert "the run's end status" in not_logged
     out = capsys.readouterr().out
     assert f"the MLflow server at {uri} did not receive: metrics of {STEPS - 2} logging step(s)" in out
+
+
+def test_without_a_uri_a_run_goes_to_a_file_store_in_output_dir(
+    tiny_llama_dir: Path, instruction_data: Path, tmp_path: Path
+) -> None:
+    cfg = load_train_config(tracked_config(tiny_llama_dir, instruction_data, tmp_path, "local", uri=None))
+    uri = tracking.tracking_uri(cfg, host_uri=None)
+    assert uri == (tmp_path / "output" / "mlruns").as_uri()
+    tracking.check_server(uri)  # MLflow refuses its file store unless told; llmlab tells it
+    run = tracking.MlflowRun(cfg, uri)
+    run.start({"data.jsonl": "0" * 64}, resume=False)
+    run.log_metrics(1, {"loss": 2.5, "rewards/margins": 0.5})
+    run.finish({"global_step": 1}, [write_config(tmp_path / "f.yaml", {"a": 1})], completed=True)
+    assert run.report()["not_logged"] == []
+    logged = tracking._client(uri).get_run(run.run_id)
+    assert logged.data.metrics == {"loss": 2.5, "rewards_margins": 0.5}
+    assert logged.info.status == "FINISHED" and logged.data.tags["llmlab.data.data.jsonl"] == "0" * 64
