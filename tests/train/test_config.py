@@ -54,7 +54,8 @@ def test_missing_dataset_file_and_required_keys(tmp_path: Path) -> None:
 def test_unknown_dataset_format_lists_the_valid_ones(config_path: Path, instruction_data: Path) -> None:
     with pytest.raises(
         ConfigError,
-        match=r"datasets\.0\.format: Input should be 'text', 'instruction', 'chat', 'preference' or 'preference_chat'",
+        match=r"datasets\.0\.format: Input should be 'text', 'instruction', 'chat', 'preference' or "
+        r"'preference_chat'",
     ):
         load_train_config(config_path, [f"datasets=[{{path: {instruction_data}, format: alpaca}}]"])
 
