@@ -15,7 +15,7 @@ from typing import Any
 
 from llmlab.train.schema import TrainConfig
 
-PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "llmlab")
+PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "trl", "llmlab")
 _CHUNK = 1 << 20
 
 
