@@ -342,6 +342,12 @@ def sku_fits(
 
 
 def read_model_config(model_dir: Path) -> dict[str, Any]:
+    """config.json of a model directory, or of an adapter run's base (DPO merges the adapter into it)."""
+    adapter = model_dir / "adapter_config.json"
+    if adapter.is_file() and not (model_dir / "config.json").is_file():
+        base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        if base and (Path(base) / "config.json").is_file():
+            model_dir = Path(base)
     path = model_dir / "config.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))

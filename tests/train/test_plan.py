@@ -214,3 +214,10 @@ def test_dpo_plan_holds_two_rows_per_pair_and_no_second_copy_of_the_weights(
 def write_text(path: Path) -> Path:
     path.write_text(json.dumps({"text": "hello"}) + "\n")
     return path
+
+
+def test_plan_of_an_adapter_run_as_base_reads_its_base_models_shapes(tiny_llama_dir: Path, tmp_path: Path):
+    run = tmp_path / "sft-run"
+    run.mkdir()
+    (run / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_llama_dir)}))
+    assert read_model_config(run) == read_model_config(tiny_llama_dir)
