@@ -180,3 +180,22 @@ def test_preference_chat_rows_render_with_the_chat_template(tiny_llama_dir: Path
     answer = [t for t, label in zip(chosen["input_ids"], chosen["labels"], strict=True) if label != -100]
     assert tokenizer.decode(answer, skip_special_tokens=True).strip() == RIGHT[0]
     assert answer[-1] == tokenizer.eos_token_id  # EOS is learnt, as in SFT
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["qlora", "full"])
+def test_dpo_on_qlora_and_full_weights(weights: str, tiny_llama_dir: Path, tmp_path: Path, preference_data):
+    # full: the reference log-probabilities are precomputed (no second model); qlora: a 4-bit base.
+    config = dpo_config(
+        tiny_llama_dir,
+        preference_data,
+        tmp_path / weights,
+        dpo_method=weights,
+        max_steps=6,
+        eval_datasets=[{"path": str(preference_data), "format": "preference"}],
+    )
+    metrics = train(validate_train_config(config, "t")).metrics
+    assert metrics["status"] == "completed" and metrics["weights"] == weights
+    assert metrics["eval_reward_margin"] > 0 and metrics["eval_reward_accuracy"] == 1.0
+    full = metrics["trainable_parameters"] == metrics["total_parameters"]
+    assert full == (weights == "full")
