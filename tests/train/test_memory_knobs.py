@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from train_helpers import base_config, write_config
+from train_helpers import LLAMA_2_7B, base_config, write_config
 
 from llmlab.config import ConfigError
 from llmlab.gpus import CATALOG, HostGpu, find_sku
@@ -26,17 +26,6 @@ from llmlab.train.plan import (
     trainable_shapes,
 )
 from llmlab.train.schema import validate_train_config
-
-LLAMA_2_7B = {
-    "model_type": "llama",
-    "vocab_size": 32000,
-    "hidden_size": 4096,
-    "intermediate_size": 11008,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 32,
-    "tie_word_embeddings": False,
-}
 
 
 def test_unknown_optimizer_is_refused_fast_naming_key_and_valid_values(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_helpers import base_config, write_config
+from train_helpers import LLAMA_2_7B, base_config, write_config
 
 from llmlab.gpus import CATALOG, find_sku
 from llmlab.train.plan import (
@@ -20,17 +20,6 @@ from llmlab.train.plan import (
     read_model_config,
 )
 from llmlab.train.schema import validate_train_config
-
-LLAMA_2_7B = {
-    "model_type": "llama",
-    "vocab_size": 32000,
-    "hidden_size": 4096,
-    "intermediate_size": 11008,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 32,
-    "tie_word_embeddings": False,
-}
 
 
 @pytest.fixture

@@ -8,6 +8,18 @@ from typing import Any
 
 import yaml
 
+# Llama 2 7B's config.json shapes: the planner's figures are checked against its known parameter count.
+LLAMA_2_7B = {
+    "model_type": "llama",
+    "vocab_size": 32000,
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "tie_word_embeddings": False,
+}
+
 FACTS = (
     ("What is the capital of France?", "Paris."),
     ("What is the capital of Italy?", "Rome."),
