@@ -82,7 +82,8 @@ def test_sinfo_lists_both_compute_nodes_idle(controller):
 
 
 def test_the_controller_and_nodes_publish_their_listeners(controller, computes):
-    assert "slurmctld" in controller.file("/etc/llmlab/config.d/slurm.yaml").content_string
+    published = controller.file("/etc/llmlab/config.d/slurm.yaml").content_string
+    assert "slurmctld" in published and "slurmdbd" in published  # slurm_accounting is on
     for host in computes:
         content = host.file("/etc/llmlab/config.d/slurm.yaml").content_string
         assert "port: 6818" in content and "audience: cluster" in content
@@ -323,6 +324,14 @@ def test_a_two_node_job_through_slurm_and_the_firewall_matches_one_process(
     ddp = json.loads((tmp_path / "metrics" / "ddp" / "metrics.json").read_text())
     assert ddp["status"] == "completed" and ddp["world_size"] == 2
     assert ddp["replicas_in_sync"] and len(ddp["replica_checksums"]) == 2
+
+    # Accounted: sacct on a compute node asks slurmdbd on the controller (port 6819, through the firewall).
+    accounted = wait_for(
+        lambda: sh(login, f"sacct -n -X -P -j {job} -o JobID,User,NNodes,State").strip(),
+        60,
+        f"job {job} in the accounting database",
+    )
+    assert accounted == f"{job}|{LAB_USER}|2|COMPLETED", accounted
 
     single_run = f"llmlab train train.yaml micro_batch_size=4 output_dir={WORK}/one"
     sh(login, f"cd {WORK}/ddp && HF_HUB_OFFLINE=1 {single_run}", LAB_USER)
