@@ -1,0 +1,201 @@
+"""method: dpo with TRL's DPOTrainer on a tiny model: rewards, resume, formats, data check, rendering."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from train_helpers import FACTS, base_config, write_config, write_jsonl
+
+from llmlab.config import ConfigError
+from llmlab.train.run import checkpoints, train
+from llmlab.train.schema import validate_train_config
+
+QUESTIONS = [q for q, _ in FACTS[:4]]
+RIGHT = [a for _, a in FACTS[:4]]
+WRONG = ["Berlin.", "Oslo.", "Lisbon.", "Red."]
+PAIRS = [{"prompt": q, "chosen": a, "rejected": w} for q, a, w in zip(QUESTIONS, RIGHT, WRONG, strict=True)]
+
+
+def dpo_config(model: Path, data: Path, output_dir: Path, **overrides) -> dict:
+    settings = {
+        "method": "dpo",
+        "datasets": [{"path": str(data), "format": "preference"}],
+        "learning_rate": 0.01,
+    }
+    return base_config(model, data, output_dir, **{**settings, **overrides})
+
+
+@pytest.fixture
+def preference_data(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+
+
+def greedy_answers(run_dir: Path, fmt: str) -> list[str]:
+    from llmlab.config import load_config
+    from llmlab.train.data import encode_prompt
+    from llmlab.train.generate import Sampling, generate, load_for_generation
+
+    loaded = load_for_generation(str(run_dir), load_config(None), device="cpu")
+    prompts = [encode_prompt(loaded.tokenizer, fmt, {"prompt": q}, "t")[0] for q in QUESTIONS]
+    return [
+        g.text.strip() for g in generate(loaded.model, loaded.tokenizer, prompts, Sampling(max_new_tokens=8))
+    ]
+
+
+@pytest.mark.slow
+def test_dpo_after_sft_prefers_the_chosen_answers(tiny_llama_dir: Path, tmp_path: Path, preference_data):
+    # SFT on both answers of every question leaves the model undecided between them; DPO then chooses.
+    both = [
+        {"instruction": q, "output": x}
+        for q, a, w in zip(QUESTIONS, RIGHT, WRONG, strict=True)
+        for x in (a, w)
+    ]
+    sft_data = write_jsonl(tmp_path / "sft.jsonl", both)
+    prices = {"gpu_hour_prices": {"cpu": 0.5}}  # the device it ran on, by the name metrics.json gives it
+    sft = train(
+        validate_train_config(base_config(tiny_llama_dir, sft_data, tmp_path / "sft", plan=prices), "t")
+    )
+    assert sft.metrics["status"] == "completed"
+    cost = sft.metrics["cost"]
+    assert cost["device"] == "cpu" and cost["price_per_device_hour"] == 0.5
+    assert cost["device_hours"] == pytest.approx(sft.metrics["wall_time_seconds"] / 3600)
+    assert cost["total"] == pytest.approx(cost["device_hours"] * 0.5)
+
+    config = dpo_config(
+        tmp_path / "sft",  # an adapter run: merged into the DPO run's base/, which is also the reference
+        preference_data,
+        tmp_path / "dpo",
+        eval_datasets=[{"path": str(preference_data), "format": "preference"}],
+        eval_steps=5,
+        max_steps=20,
+        learning_rate=0.001,
+    )
+    metrics = train(validate_train_config(config, "t")).metrics
+    assert metrics["method"] == "dpo" and metrics["weights"] == "lora"
+    margins = [e["reward_margin"] for e in metrics["eval_history"]]
+    assert margins == sorted(margins) and margins[0] < margins[-1], margins
+    assert metrics["eval_reward_accuracy"] > 0.9
+    assert metrics["reward_curve"][-1]["margin"] > metrics["reward_curve"][0]["margin"]
+    assert metrics["eval_perplexity"] is None  # the DPO loss is no language-model loss
+    assert metrics["cost"]["device_hours"] > 0 and metrics["cost"]["total"] is None  # no price configured
+    base = json.loads((tmp_path / "dpo" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(base) == tmp_path / "dpo" / "base"  # generate loads the adapter on the merged SFT model
+    answers = greedy_answers(tmp_path / "dpo", "preference")
+    assert sum(a == r for a, r in zip(answers, RIGHT, strict=True)) >= 2, answers
+    assert not set(answers) & set(WRONG), answers  # no rejected answer is generated any more
+
+
+@pytest.mark.slow
+def test_sigterm_and_resume_reproduce_the_dpo_loss_curve(
+    tiny_llama_dir: Path, tmp_path: Path, preference_data
+):
+    steps = 12
+    reference = train(
+        validate_train_config(
+            dpo_config(tiny_llama_dir, preference_data, tmp_path / "ref", max_steps=steps), "t"
+        )
+    )
+    config = dpo_config(tiny_llama_dir, preference_data, tmp_path / "run", max_steps=steps)
+    config_path = write_config(tmp_path / "run.yaml", config)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmlab.cli", "train", str(config_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "'loss'" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    saved = checkpoints(tmp_path / "run")
+    assert len(saved) == 1 and 1 <= int(saved[0].name.split("-")[1]) < steps
+    interrupted = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert interrupted["status"] == "interrupted by SIGTERM"
+
+    resumed = train(validate_train_config(config, "t"), resume=True).metrics
+    assert resumed["status"] == "completed" and resumed["global_step"] == steps
+    full = [p["loss"] for p in reference.metrics["loss_curve"]]
+    assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx(full, rel=1e-4, abs=1e-4)
+    margins = [p["margin"] for p in reference.metrics["reward_curve"]]
+    assert [p["margin"] for p in resumed["reward_curve"]] == pytest.approx(margins, rel=1e-3, abs=1e-4)
+
+
+def test_preference_formats_belong_to_dpo(
+    tiny_llama_dir: Path, tmp_path: Path, preference_data, instruction_data
+):
+    with pytest.raises(ConfigError, match="format 'preference' needs method: dpo"):
+        validate_train_config(dpo_config(tiny_llama_dir, preference_data, tmp_path / "o", method="lora"), "t")
+    sft_data = [{"path": str(instruction_data), "format": "instruction"}]
+    with pytest.raises(ConfigError, match="method: dpo learns from preference pairs"):
+        validate_train_config(
+            dpo_config(tiny_llama_dir, preference_data, tmp_path / "o", datasets=sft_data), "t"
+        )
+    with pytest.raises(ConfigError, match="dpo_loss"):
+        validate_train_config(
+            dpo_config(tiny_llama_dir, preference_data, tmp_path / "o", dpo_loss="sigmoidd"), "t"
+        )
+
+
+def test_data_check_reports_identical_and_duplicate_pairs(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from llmlab.data.check import check_datasets
+    from llmlab.train.modeling import load_tokenizer
+
+    rows = [*PAIRS, PAIRS[0], {"prompt": "Same?", "chosen": "Yes.", "rejected": " Yes. "}]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    cfg = validate_train_config(dpo_config(tiny_llama_dir, data, tmp_path / "o"), "t")
+    report = check_datasets(cfg, load_tokenizer(tiny_llama_dir))
+    (file,) = report["datasets"]
+    assert file["format_errors"] == 1
+    assert "pairs.jsonl:6: 'chosen' and 'rejected' are the same answer" in file["errors"][0]
+    assert report["problems"]["duplicates"] == 1
+    assert report["split"]["train"] == 5 and report["train_tokens"] > 0
+    with pytest.raises(ConfigError, match=r"pairs\.jsonl:6: 'chosen' and 'rejected'"):
+        train(cfg)  # training refuses it too
+
+
+def test_preference_chat_rows_render_with_the_chat_template(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from llmlab.train.data import encode_preference, encode_prompt, preference_fields
+    from llmlab.train.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_llama_dir)
+    record = {
+        "prompt": [{"role": "user", "content": QUESTIONS[0]}],
+        "chosen": [{"role": "assistant", "content": RIGHT[0]}],
+        "rejected": WRONG[0],
+    }
+    pair = preference_fields(record, "preference_chat", "t")
+    chosen, _ = encode_preference(tokenizer, "preference_chat", pair)
+    prompt, expected = encode_prompt(tokenizer, "preference_chat", record, "t")
+    assert chosen["input_ids"][: len(prompt)] == prompt and expected == RIGHT[0]
+    answer = [t for t, label in zip(chosen["input_ids"], chosen["labels"], strict=True) if label != -100]
+    assert tokenizer.decode(answer, skip_special_tokens=True).strip() == RIGHT[0]
+    assert answer[-1] == tokenizer.eos_token_id  # EOS is learnt, as in SFT
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["qlora", "full"])
+def test_dpo_on_qlora_and_full_weights(weights: str, tiny_llama_dir: Path, tmp_path: Path, preference_data):
+    # full: the reference log-probabilities are precomputed (no second model); qlora: a 4-bit base.
+    config = dpo_config(
+        tiny_llama_dir,
+        preference_data,
+        tmp_path / weights,
+        dpo_method=weights,
+        max_steps=6,
+        eval_datasets=[{"path": str(preference_data), "format": "preference"}],
+    )
+    metrics = train(validate_train_config(config, "t")).metrics
+    assert metrics["status"] == "completed" and metrics["weights"] == weights
+    assert metrics["eval_reward_margin"] > 0 and metrics["eval_reward_accuracy"] == 1.0
+    full = metrics["trainable_parameters"] == metrics["total_parameters"]
+    assert full == (weights == "full")
