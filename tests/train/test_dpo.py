@@ -195,6 +195,17 @@ def test_data_check_reports_identical_and_duplicate_pairs(tiny_llama_dir: Path, 
     with pytest.raises(ConfigError, match=r"pairs\.jsonl:6: 'chosen' and 'rejected'"):
         train(cfg)  # training refuses it too
 
+    # Leakage: an evaluation pair that is also a training pair; a pair differing in its rejected answer
+    # is another pair.
+    held_out = write_jsonl(tmp_path / "held.jsonl", [PAIRS[1], {**PAIRS[2], "rejected": "Rome."}])
+    clean = write_jsonl(tmp_path / "clean.jsonl", PAIRS)
+    config = dpo_config(
+        tiny_llama_dir, clean, tmp_path / "o", eval_datasets=[{"path": str(held_out), "format": "preference"}]
+    )
+    report = check_datasets(validate_train_config(config, "t"), load_tokenizer(tiny_llama_dir))
+    assert report["leaked"] == 1 and report["problems"]["leaked"] == 1
+    assert report["problems"]["duplicates"] == 0
+
 
 def test_preference_chat_rows_render_with_the_chat_template(tiny_llama_dir: Path, tmp_path: Path) -> None:
     from llmlab.train.data import encode_preference, encode_prompt, preference_fields
