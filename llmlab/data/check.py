@@ -25,11 +25,14 @@ from llmlab.data.files import BadRow, read_rows
 from llmlab.train.data import (
     ALPACA_PROMPT,
     ALPACA_PROMPT_WITH_INPUT,
+    IGNORE,
+    encode_preference,
     pack_lengths,
+    preference_fields,
     record_fields,
     split_eval,
 )
-from llmlab.train.schema import DatasetSpec, TrainConfig
+from llmlab.train.schema import PREFERENCE_FORMATS, DatasetSpec, TrainConfig
 
 SCHEMA = "llmlab.data.check/1"
 MAX_LISTED_ERRORS = 50  # per file; the count is always complete
@@ -54,6 +57,8 @@ class FileScan:
     # Where the first token with a label sits: a truncated example keeps an answer only if it is before
     # sequence_len (text: 1, instruction: the prompt's length, chat: 0, i.e. assumed kept).
     label_start: list[int] = field(default_factory=list)
+    # Preference pairs: the token counts of prompt + chosen and prompt + rejected (`lengths`: the longer).
+    sides: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _normalise(key: str) -> str:
@@ -81,7 +86,40 @@ def token_lengths(tokenizer, texts: list[str], add_special_tokens: bool) -> list
     return lengths
 
 
+def scan_preference_file(tokenizer, spec: DatasetSpec, role: str) -> FileScan:
+    """A preference file: identical chosen and rejected answers are format errors (the pair teaches
+    nothing); a pair is a duplicate when prompt and both answers repeat; lengths as DPO scores them."""
+    scan = FileScan(spec=spec, role=role)
+    for where, record in read_rows(spec.path):
+        scan.rows += 1
+        if isinstance(record, BadRow):
+            scan.errors.append(f"{where}: {record.reason}")
+            continue
+        try:
+            pair = preference_fields(record, spec.format, where)
+        except ConfigError as exc:
+            scan.errors.append(str(exc))
+            continue
+        prompt = (
+            pair.prompt
+            if isinstance(pair.prompt, str)
+            else "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in pair.prompt)
+        )
+        key = f"{prompt}\x1f{pair.chosen}\x1f{pair.rejected}"
+        scan.empty += not pair.chosen.strip() or not pair.rejected.strip()
+        scan.exact.append(hash(key))
+        scan.normalised.append(hash(_normalise(key)))
+        chosen, rejected = encode_preference(tokenizer, spec.format, pair)
+        sides = (len(chosen["input_ids"]), len(rejected["input_ids"]))
+        scan.sides.append(sides)
+        scan.lengths.append(max(sides))
+        scan.label_start.append(next(i for i, label in enumerate(chosen["labels"]) if i and label != IGNORE))
+    return scan
+
+
 def scan_file(tokenizer, spec: DatasetSpec, role: str) -> FileScan:
+    if spec.format in PREFERENCE_FORMATS:
+        return scan_preference_file(tokenizer, spec, role)
     scan = FileScan(spec=spec, role=role)
     first: list[str] = []  # text, instruction prompt or rendered chat
     second: list[str] = []  # instruction outputs (tokenized apart from the prompt, as in training)
@@ -193,8 +231,11 @@ def check_datasets(cfg: TrainConfig, tokenizer) -> dict[str, Any]:
     if tokenizer.eos_token_id is None:
         raise ConfigError("base_model: the tokenizer has no EOS token; a fine-tuned model could never stop")
     specs = [*cfg.datasets, *cfg.eval_datasets]
-    if any(spec.format == "chat" for spec in specs) and not tokenizer.chat_template:
-        raise ConfigError("datasets: format 'chat' needs a tokenizer with a chat template; this one has none")
+    for chat in ("chat", "preference_chat"):
+        if any(spec.format == chat for spec in specs) and not tokenizer.chat_template:
+            raise ConfigError(
+                f"datasets: format {chat!r} needs a tokenizer with a chat template; this one has none"
+            )
     seq = cfg.sequence_len
     train_scans = [scan_file(tokenizer, spec, "train") for spec in cfg.datasets]
     eval_scans = [scan_file(tokenizer, spec, "eval") for spec in cfg.eval_datasets]
@@ -217,7 +258,11 @@ def check_datasets(cfg: TrainConfig, tokenizer) -> dict[str, Any]:
 
     trained = [min(lengths[i], seq) for i in train_idx]
     rows = trained
-    if cfg.packing:
+    sides = [side for s in train_scans for side in s.sides]
+    if cfg.method == "dpo":  # both rows of a pair are trained, padded per batch (no packing)
+        rows = [min(side, seq) for i in train_idx for side in sides[i]]
+        trained = rows
+    elif cfg.packing:
         rows = [sum(trained[i] for i in members) for members in pack_lengths(trained, seq)]
     total = {
         "rows": sum(s.rows for s in train_scans),
@@ -231,7 +276,7 @@ def check_datasets(cfg: TrainConfig, tokenizer) -> dict[str, Any]:
         "base_model": cfg.base_model,
         "sequence_len": seq,
         "too_long_action": cfg.too_long,
-        "packing": cfg.packing,
+        "packing": cfg.packing and cfg.method != "dpo",
         "datasets": files,
         "total": total,
         "split": {
@@ -245,7 +290,9 @@ def check_datasets(cfg: TrainConfig, tokenizer) -> dict[str, Any]:
         "leaked": leaked,
         "leaked_normalised": leaked_normalised,
         "train_tokens": sum(trained),
-        "packing_efficiency": expected_padding_efficiency(rows, cfg.micro_batch_size, cfg.seed),
+        "packing_efficiency": expected_padding_efficiency(
+            rows, cfg.micro_batch_size * (2 if cfg.method == "dpo" else 1), cfg.seed
+        ),
     }
     report["problems"] = problems(report)
     return report

@@ -202,7 +202,9 @@ def _print_plan(plan: dict[str, Any]) -> None:
         f"({plan['architecture']['model_type']}), LoRA trainable {params['lora_trainable']:,}; "
         f"{plan['tokens_per_micro_batch']:,} tokens per micro-batch"
     )
-    memory = Table(title="Memory per GPU (GiB)")
+    memory = Table(
+        title="Memory per GPU (GiB)" + (", DPO (chosen and rejected rows)" if plan["method"] == "dpo" else "")
+    )
     for column in (
         "method",
         "checkpointing",
@@ -216,7 +218,7 @@ def _print_plan(plan: dict[str, Any]) -> None:
         memory.add_column(column, justify="left" if column in ("method", "checkpointing") else "right")
     for row in plan["memory"]:
         chosen = (
-            row["method"] == plan["method"]
+            row["method"] == plan["weights"]
             and row["gradient_checkpointing"] == plan["gradient_checkpointing"]
         )
         memory.add_row(
@@ -236,7 +238,9 @@ def _print_plan(plan: dict[str, Any]) -> None:
         f"{assumptions['optimizer']}, MFU {assumptions['mfu']:.0%}, "
         f"{_fmt(plan['epoch_tokens'], ',')} tokens per epoch"
     )
-    for column in ("GPU", "memory GiB", "fits", "headroom GiB", "tokens/s", "hours/epoch", "cost/epoch"):
+    run = plan["run"]
+    columns = ("GPU", "memory GiB", "fits", "headroom GiB", "tokens/s", "hours/epoch", "cost/epoch")
+    for column in (*columns, "hours/run", "cost/run"):
         fits.add_column(column, justify="left" if column in ("GPU", "fits") else "right")
     for row in plan["gpus"]:
         fits.add_row(
@@ -247,5 +251,20 @@ def _print_plan(plan: dict[str, Any]) -> None:
             _fmt(row["tokens_per_second"], ",.0f"),
             _fmt(row["hours_per_epoch"], ".2f"),
             _fmt(row["cost_per_epoch"], ",.2f"),
+            _fmt(row["hours_per_run"], ".2f"),
+            _fmt(row["cost_per_run"], ",.2f"),
         )
     console.print(fits)
+    if run["steps"] is not None:
+        console.print(
+            f"the run: {run['steps']:,} optimizer steps"
+            + (f" ({run['epochs']:.2f} epochs of {run['steps_per_epoch']:,} steps)" if run["epochs"] else "")
+        )
+    cheapest = plan["cheapest"]
+    if cheapest:
+        console.print(
+            f"cheapest that fits: [bold]{cheapest['sku']}[/] x {assumptions['num_gpus']}, "
+            f"{cheapest['hours']:.2f} h, {cheapest['cost']:,.2f} for the run"
+        )
+    else:
+        console.print("cheapest that fits: no fitting GPU has a price in plan.gpu_hour_prices")

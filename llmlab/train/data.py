@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from llmlab.config import ConfigError
 from llmlab.data.files import BadRow, read_rows
-from llmlab.train.schema import DatasetSpec
+from llmlab.train.schema import PREFERENCE_FORMATS, DatasetSpec
 
 T = TypeVar("T")
 
@@ -115,9 +115,13 @@ def encode_chat(tokenizer, messages: list[dict[str, str]]) -> Example:
 def encode_prompt(tokenizer, fmt: str, record: dict[str, Any], where: str) -> tuple[list[int], str | None]:
     """A record's prompt tokenized as training tokenized it, and its expected answer when it has one.
 
-    `record` is a line of the format (`output` or a final assistant turn is the expected answer), or
-    `{"prompt": TEXT}`: the instruction, the user's message, or the text itself.
+    `record` is a line of the format (`output`, a final assistant turn or `chosen` is the expected answer),
+    or `{"prompt": TEXT}`: the instruction, the user's message, or the text itself. The preference formats
+    render their prompt as `instruction` (preference) and `chat` (preference_chat) do.
     """
+    if fmt in PREFERENCE_FORMATS:  # rendered as training rendered the prompt; `chosen` is the answer
+        record = _preference_as_example(record, fmt, where)
+        fmt = "instruction" if fmt == "preference" else "chat"
     if "prompt" in record:
         text = _field(record, "prompt", where, fmt)
         record = {"instruction": text, "text": text, "messages": [{"role": "user", "content": text}]}
@@ -179,6 +183,137 @@ def _encode_record(tokenizer, record: dict[str, Any], fmt: str, where: str) -> E
     if fmt == "instruction":
         return encode_instruction(tokenizer, *fields)
     return encode_chat(tokenizer, fields)
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference row: the prompt (a string, or chat messages) and the two answers as strings."""
+
+    prompt: str | list[dict[str, str]]
+    chosen: str
+    rejected: str
+
+
+def _messages(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in value)
+    )
+
+
+def _answer(record: dict[str, Any], key: str, where: str, fmt: str) -> str:
+    """`chosen` / `rejected`: a string; in preference_chat also one assistant turn (a list of one message)."""
+    value = record.get(key)
+    if fmt == "preference_chat" and _messages(value):
+        if len(value) != 1 or value[0]["role"] != "assistant":
+            raise ConfigError(f"{where}: format {fmt!r} needs {key!r} to be one assistant turn")
+        value = value[0]["content"]
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: format {fmt!r} needs a string {key!r} (got keys {sorted(record)})")
+    return value
+
+
+def preference_fields(record: dict[str, Any], fmt: str, where: str) -> PreferencePair:
+    """A preference or preference_chat row, validated; ConfigError naming `where` otherwise."""
+    if fmt == "preference":
+        prompt: str | list[dict[str, str]] = _field(record, "prompt", where, fmt)
+    else:
+        prompt = record.get("prompt")
+        if isinstance(prompt, str) and prompt:
+            prompt = [{"role": "user", "content": prompt}]
+        if not _messages(prompt) or prompt[-1]["role"] == "assistant":
+            raise ConfigError(
+                f"{where}: format {fmt!r} needs 'prompt': a list of {{role, content}} messages ending "
+                "before the answer"
+            )
+    pair = PreferencePair(
+        prompt, _answer(record, "chosen", where, fmt), _answer(record, "rejected", where, fmt)
+    )
+    if pair.chosen.strip() == pair.rejected.strip():
+        raise ConfigError(f"{where}: 'chosen' and 'rejected' are the same answer; the pair teaches nothing")
+    return pair
+
+
+def _preference_as_example(record: dict[str, Any], fmt: str, where: str) -> dict[str, Any]:
+    """A preference row as the instruction / chat record of its prompt, `chosen` as the answer."""
+    if set(record) == {"prompt"} and isinstance(record["prompt"], str):
+        return record  # a bare prompt, as generate's --prompt gives
+    pair = preference_fields(record, fmt, where)
+    if fmt == "preference":
+        return {"instruction": pair.prompt, "output": pair.chosen}
+    return {"messages": [*pair.prompt, {"role": "assistant", "content": pair.chosen}]}
+
+
+def encode_preference(tokenizer, fmt: str, pair: PreferencePair) -> tuple[Example, Example]:
+    """(prompt + chosen, prompt + rejected) as training examples of the matching SFT format: the tokens
+    DPO scores, with labels on the answer (EOS included) only."""
+    if fmt == "preference":
+        assert isinstance(pair.prompt, str)
+        return (
+            encode_instruction(tokenizer, pair.prompt, "", pair.chosen),
+            encode_instruction(tokenizer, pair.prompt, "", pair.rejected),
+        )
+    assert isinstance(pair.prompt, list)
+    return tuple(  # type: ignore[return-value]
+        encode_chat(tokenizer, [*pair.prompt, {"role": "assistant", "content": answer}])
+        for answer in (pair.chosen, pair.rejected)
+    )
+
+
+def trl_preference_row(fmt: str, pair: PreferencePair) -> dict[str, Any]:
+    """The row TRL's DPOTrainer tokenizes: the prompt rendered as `instruction` renders it (preference), or
+    the conversational form (preference_chat, rendered with the chat template by TRL)."""
+    if fmt == "preference":
+        assert isinstance(pair.prompt, str)
+        return {"prompt": instruction_prompt(pair.prompt), "chosen": pair.chosen, "rejected": pair.rejected}
+    return {
+        "prompt": pair.prompt,
+        "chosen": [{"role": "assistant", "content": pair.chosen}],
+        "rejected": [{"role": "assistant", "content": pair.rejected}],
+    }
+
+
+@dataclass
+class PreferenceData:
+    rows: list[dict[str, Any]]  # TRL's rows
+    lengths: list[int]  # tokens of prompt + chosen plus prompt + rejected, per row
+    dropped_too_long: int = 0
+    truncated: int = 0
+
+
+def preference_datasets(
+    tokenizer, specs: Sequence[DatasetSpec], sequence_len: int, too_long: str = "drop"
+) -> PreferenceData:
+    """Every preference pair of every file; a pair whose longer side exceeds `sequence_len` is dropped, or
+    with `too_long: truncate` kept for TRL to cut to `sequence_len` (its `max_length`, keeping the start)."""
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("base_model: the tokenizer has no EOS token; a fine-tuned model could never stop")
+    if any(spec.format == "preference_chat" for spec in specs) and not tokenizer.chat_template:
+        raise ConfigError(
+            "datasets: format 'preference_chat' needs a tokenizer with a chat template; this one has none"
+        )
+    data = PreferenceData(rows=[], lengths=[])
+    for spec in specs:
+        for where, record in read_records(spec.path):
+            pair = preference_fields(record, spec.format, where)
+            chosen, rejected = encode_preference(tokenizer, spec.format, pair)
+            longest = max(len(chosen["input_ids"]), len(rejected["input_ids"]))
+            if longest > sequence_len:
+                prompt_len = next(i for i, label in enumerate(chosen["labels"]) if i and label != IGNORE)
+                if too_long == "drop" or prompt_len >= sequence_len:
+                    data.dropped_too_long += 1
+                    continue
+                data.truncated += 1
+            data.rows.append(trl_preference_row(spec.format, pair))
+            data.lengths.append(
+                min(len(chosen["input_ids"]), sequence_len) + min(len(rejected["input_ids"]), sequence_len)
+            )
+    if not data.rows:
+        raise ConfigError(
+            f"datasets: no preference pair fits sequence_len={sequence_len} ({data.dropped_too_long} dropped)"
+        )
+    return data
 
 
 def truncate(example: Example, sequence_len: int) -> Example | None:

@@ -70,8 +70,10 @@ def _records(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _shown_prompt(record: dict[str, Any]) -> str:
-    if "prompt" in record:
-        return str(record["prompt"])
+    if isinstance(record.get("prompt"), str):
+        return record["prompt"]
+    if isinstance(record.get("prompt"), list):  # preference_chat: the prompt's messages
+        record = {"messages": record["prompt"]}
     if "instruction" in record:
         return "\n".join(str(record[k]) for k in ("instruction", "input") if record.get(k))
     users = [m.get("content", "") for m in record.get("messages") or [] if m.get("role") == "user"]

@@ -11,7 +11,14 @@ from llmlab.gpus import find_sku
 
 # Forward + backward FLOPs per token and parameter: full fine-tuning computes gradients for activations and
 # weights (2 + 4 = 6); LoRA skips the frozen weights' gradients (2 + 2 = 4, adapters are negligible).
-FLOPS_PER_TOKEN_PER_PARAM = {"full": 6, "lora": 4, "qlora": 4}
+# DPO (per token of the chosen and the rejected rows) adds the reference's forward pass (2) for LoRA/QLoRA;
+# full DPO computes the reference log-probabilities before training, outside the timed steps.
+FLOPS_PER_TOKEN_PER_PARAM = {"full": 6, "lora": 4, "qlora": 4, "dpo-lora": 6, "dpo-qlora": 6, "dpo-full": 6}
+
+
+def flops_key(method: str, weights: str) -> str:
+    """The FLOPS_PER_TOKEN_PER_PARAM entry of a run: its weights, or dpo-<weights>."""
+    return f"dpo-{weights}" if method == "dpo" else weights
 
 
 def peak_rss_bytes() -> int:
@@ -63,17 +70,45 @@ def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
 
 
 def eval_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every evaluation the Trainer logged: step, loss, perplexity and (with eval_generate) exact match."""
+    """Every evaluation the Trainer logged: step, loss, perplexity, (with eval_generate) exact match and (DPO)
+    the reward margin and accuracy."""
     return [
         {
             "step": entry["step"],
             "loss": entry["eval_loss"],
-            "perplexity": perplexity(entry["eval_loss"]),
+            # DPO's eval loss is its preference loss, of which a perplexity would mean nothing.
+            "perplexity": None if "eval_rewards/margins" in entry else perplexity(entry["eval_loss"]),
             "exact_match": entry.get("eval_exact_match"),
+            "reward_margin": entry.get("eval_rewards/margins"),
+            "reward_accuracy": entry.get("eval_rewards/accuracies"),
         }
         for entry in log_history
         if "eval_loss" in entry
     ]
+
+
+def reward_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """DPO's training logs: the mean reward margin (chosen minus rejected) and accuracy per logging step."""
+    return [
+        {"step": e["step"], "margin": e["rewards/margins"], "accuracy": e["rewards/accuracies"]}
+        for e in log_history
+        if "rewards/margins" in e
+    ]
+
+
+def run_cost(device_name: str, devices: int, wall_seconds: float, prices: dict[str, float]) -> dict[str, Any]:
+    """Device-hours of the run times the price of its device (by catalogue SKU name, else by the device's
+    own name, e.g. `cpu`); `total` is None when no price is configured for it."""
+    sku = find_sku(device_name) if device_name != "cpu" else None
+    name = sku.name if sku else device_name
+    price = prices.get(name, prices.get(device_name))
+    hours = wall_seconds / 3600 * devices
+    return {
+        "device": name,
+        "device_hours": hours,
+        "price_per_device_hour": price,
+        "total": hours * price if price is not None else None,
+    }
 
 
 def perplexity(loss: float | None) -> float | None:

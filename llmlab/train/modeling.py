@@ -36,6 +36,31 @@ def resolve_base_model(name: str, host: HostConfig, key: str = "base_model") -> 
     return ResolvedModel(snapshot, store_commit=snapshot.name)  # snapshots/<commit> (layout.py)
 
 
+def is_adapter_run(path: Path) -> bool:
+    """A lora / qlora run's output_dir: an adapter and no model of its own."""
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def merged_base(run_dir: Path, output_dir: Path) -> Path:
+    """An SFT adapter run as a base model: its adapter merged into its base, once, in output_dir/base.
+
+    The merge is written beside and renamed into place, so an interrupted one is redone, and a resumed run
+    reuses it."""
+    target = output_dir / "base"
+    if (target / "config.json").is_file():
+        return target
+    import shutil
+
+    from llmlab.train.merge import merge_adapter
+
+    partial = output_dir / "base.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    merge_adapter(run_dir, partial)
+    partial.rename(target)
+    return target
+
+
 def check_memory_knobs(cfg: TrainConfig) -> None:
     """The packages `optimizer` and `attn_implementation` need, found before minutes of model loading."""
     import importlib.util
@@ -121,41 +146,51 @@ def _quantization_config(cfg: TrainConfig, precision: Precision):
     )
 
 
-def load_model(cfg: TrainConfig, model_dir: Path, tokenizer, precision: Precision) -> Any:
-    """The model ready to train: full weights, or a peft model with LoRA adapters (on a 4-bit base for qlora).
-
-    Full fine-tuning keeps fp32 master weights (the Trainer's autocast does the bf16/fp16 math);
-    LoRA and QLoRA load the frozen base in the compute dtype, as the adapters are the only weights updated.
-    """
+def load_base(cfg: TrainConfig, model_dir: Path, tokenizer, precision: Precision) -> Any:
+    """The base model as the run holds it: fp32 master weights for full fine-tuning (the Trainer's autocast
+    does the bf16/fp16 math); for LoRA the frozen base in the compute dtype, for QLoRA in 4 bits, prepared
+    for k-bit training (norms and head upcast)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {
-        "dtype": torch.float32 if cfg.method == "full" else precision.torch_dtype,
+        "dtype": torch.float32 if cfg.weights == "full" else precision.torch_dtype,
         "attn_implementation": cfg.attn_implementation,
     }
-    if cfg.method == "qlora":
+    if cfg.weights == "qlora":
         kwargs["quantization_config"] = _quantization_config(cfg, precision)
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False
-    if cfg.method == "full":
-        return model
+    if cfg.weights == "qlora":
+        from peft import prepare_model_for_kbit_training
 
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if cfg.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    lora = LoraConfig(
+    return model
+
+
+def lora_config(cfg: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.lora_target_modules,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+
+
+def load_model(cfg: TrainConfig, model_dir: Path, tokenizer, precision: Precision) -> Any:
+    """The model ready to train: full weights, or a peft model with LoRA adapters (4-bit base for qlora)."""
+    model = load_base(cfg, model_dir, tokenizer, precision)
+    if cfg.weights == "full":
+        return model
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(cfg))
 
 
 def parameter_counts(model) -> tuple[int, int]:

@@ -25,13 +25,14 @@ GPUs / FLOPs per token, with the FLOP accounting of metrics.json (6N full, 4N Lo
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from llmlab.config import ConfigError
 from llmlab.gpus import CATALOG, GpuMemoryReader, GpuSku, HostGpu, NvmlMemoryReader, find_sku
-from llmlab.train.metrics import FLOPS_PER_TOKEN_PER_PARAM
+from llmlab.train.metrics import FLOPS_PER_TOKEN_PER_PARAM, flops_key
 from llmlab.train.optimizers import OPTIMIZER_SPECS
 from llmlab.train.schema import TrainConfig
 
@@ -239,7 +240,10 @@ def estimate_memory(
     elif cfg.distributed == "deepspeed_zero2":
         gradients, optimizer = gradients / shards, optimizer / shards
 
-    tokens = cfg.micro_batch_size * cfg.sequence_len
+    # DPO runs the chosen and the rejected answer of each pair as two rows of one batch; its reference pass
+    # (no gradients) keeps no activations, and holds no second copy of the weights (adapter disabled, or
+    # for full DPO precomputed before training).
+    tokens = cfg.micro_batch_size * cfg.sequence_len * (2 if cfg.method == "dpo" else 1)
     per_layer, layer_input = _activation_elements_per_token(arch, cfg, method)
     if gradient_checkpointing:
         layer_elements = arch.num_layers * layer_input + per_layer
@@ -270,6 +274,8 @@ class SkuFit:
     tokens_per_second: float | None  # None: no peak known for this precision
     hours_per_epoch: float | None
     cost_per_epoch: float | None
+    hours_per_run: float | None  # the whole run: epochs, or max_steps
+    cost_per_run: float | None
 
 
 def compute_bytes_for(cfg: TrainConfig, on_gpu: bool = True) -> int:
@@ -293,6 +299,7 @@ def sku_fits(
     epoch_tokens: int | None,
     catalog: tuple[GpuSku, ...] = CATALOG,
     host_gpus: tuple[HostGpu, ...] = (),
+    epochs_per_run: float | None = None,
 ) -> list[SkuFit]:
     """One row per catalogue SKU; this host's GPUs replace their SKU's memory figure with NVML's total,
     and a GPU the catalogue does not know gets a row of its own (fit only, no peak)."""
@@ -310,6 +317,7 @@ def sku_fits(
         tokens_per_second = cfg.plan.mfu * peak * 1e12 * gpus / flops_per_token if peak else None
         hours = epoch_tokens / tokens_per_second / 3600 if epoch_tokens and tokens_per_second else None
         price = cfg.plan.gpu_hour_prices.get(name)
+        run_hours = hours * epochs_per_run if hours is not None and epochs_per_run is not None else None
         return SkuFit(
             sku=name,
             memory_gib=memory_gib,
@@ -319,6 +327,8 @@ def sku_fits(
             tokens_per_second=tokens_per_second,
             hours_per_epoch=hours,
             cost_per_epoch=hours * gpus * price if hours is not None and price is not None else None,
+            hours_per_run=run_hours,
+            cost_per_run=run_hours * gpus * price if run_hours is not None and price is not None else None,
         )
 
     rows = [
@@ -332,6 +342,12 @@ def sku_fits(
 
 
 def read_model_config(model_dir: Path) -> dict[str, Any]:
+    """config.json of a model directory, or of an adapter run's base (DPO merges the adapter into it)."""
+    adapter = model_dir / "adapter_config.json"
+    if adapter.is_file() and not (model_dir / "config.json").is_file():
+        base = json.loads(adapter.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        if base and (Path(base) / "config.json").is_file():
+            model_dir = Path(base)
     path = model_dir / "config.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -341,21 +357,45 @@ def read_model_config(model_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"base_model: {path} is not valid JSON: {exc.msg}") from None
 
 
-def count_epoch_tokens(cfg: TrainConfig, model_dir: Path) -> int | None:
-    """Real (non-padding) tokens in one epoch of the training split; None if the tokenizer is unavailable."""
-    from llmlab.train.data import encode_datasets, split_eval
+@dataclass(frozen=True)
+class EpochSize:
+    tokens: int  # real (non-padding) tokens trained in one epoch; DPO: both rows of every pair
+    rows: int  # what the Trainer batches: packed rows, examples, or (DPO) preference pairs
+
+
+def count_epoch(cfg: TrainConfig, model_dir: Path) -> EpochSize | None:
+    """One epoch of the training split as training would see it; None if the tokenizer is unavailable."""
+    from llmlab.train.data import encode_datasets, pack_lengths, preference_datasets, split_eval
     from llmlab.train.modeling import load_tokenizer
 
     try:
         tokenizer = load_tokenizer(model_dir)
     except (OSError, ValueError):
         return None
+    if cfg.method == "dpo":
+        pairs = preference_datasets(tokenizer, cfg.datasets, cfg.sequence_len, cfg.too_long)
+        lengths, _ = split_eval(pairs.lengths, cfg.eval_split, cfg.seed)
+        return EpochSize(sum(lengths), len(lengths))
     train, _ = split_eval(
         encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len, cfg.too_long).examples,
         cfg.eval_split,
         cfg.seed,
     )
-    return sum(len(example["input_ids"]) for example in train)
+    lengths = [len(example["input_ids"]) for example in train]
+    rows = len(pack_lengths(lengths, cfg.sequence_len)) if cfg.packing else len(lengths)
+    return EpochSize(sum(lengths), rows)
+
+
+def run_length(cfg: TrainConfig, epoch: EpochSize | None) -> dict[str, Any]:
+    """Optimizer steps per epoch (rows over micro-batch x accumulation x GPUs, as the Trainer counts them)
+    and the whole run's steps and epochs: `max_steps` when set, else `epochs`."""
+    if epoch is None:
+        return {"steps_per_epoch": None, "steps": cfg.max_steps, "epochs": None, "tokens": None}
+    batches = math.ceil(epoch.rows / (cfg.micro_batch_size * cfg.plan.num_gpus))
+    per_epoch = max(1, math.ceil(batches / cfg.gradient_accumulation_steps))
+    steps = cfg.max_steps or math.ceil(cfg.epochs * per_epoch)
+    epochs = steps / per_epoch
+    return {"steps_per_epoch": per_epoch, "steps": steps, "epochs": epochs, "tokens": epoch.tokens * epochs}
 
 
 def make_plan(
@@ -377,10 +417,20 @@ def make_plan(
     chosen = next(
         e
         for e in estimates
-        if e.method == cfg.method and e.gradient_checkpointing == cfg.gradient_checkpointing
+        if e.method == cfg.weights and e.gradient_checkpointing == cfg.gradient_checkpointing
     )
-    flops_per_token = FLOPS_PER_TOKEN_PER_PARAM[cfg.method] * counts.total
-    epoch_tokens = count_epoch_tokens(cfg, model_dir) if count_tokens else None
+    factor = FLOPS_PER_TOKEN_PER_PARAM[flops_key(cfg.method, cfg.weights)]
+    if cfg.method == "dpo" and cfg.weights == "full":
+        factor += 2  # the reference log-probabilities, one forward pass over the data before training
+    flops_per_token = factor * counts.total
+    epoch = count_epoch(cfg, model_dir) if count_tokens else None
+    epoch_tokens = epoch.tokens if epoch else None
+    run = run_length(cfg, epoch)
+    fits = sku_fits(
+        chosen, cfg, flops_per_token, epoch_tokens, host_gpus=host_gpus, epochs_per_run=run["epochs"]
+    )
+    priced = [row for row in fits if row.fits and row.cost_per_run is not None]
+    cheapest = min(priced, key=lambda row: row.cost_per_run or 0.0) if priced else None
     return {
         "schema_version": PLAN_SCHEMA_VERSION,
         "base_model": str(model_dir),
@@ -391,6 +441,7 @@ def make_plan(
             "lora_trainable": lora_parameters(arch, cfg),
         },
         "method": cfg.method,
+        "weights": cfg.weights,
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "tokens_per_micro_batch": cfg.micro_batch_size * cfg.sequence_len,
         "compute_bytes": compute_bytes,
@@ -398,6 +449,10 @@ def make_plan(
         "chosen_total_gib": chosen.total_gib,
         "flops_per_token": flops_per_token,
         "epoch_tokens": epoch_tokens,
+        "run": run,
+        "cheapest": {"sku": cheapest.sku, "hours": cheapest.hours_per_run, "cost": cheapest.cost_per_run}
+        if cheapest
+        else None,
         "assumptions": {
             "mfu": cfg.plan.mfu,
             "num_gpus": cfg.plan.num_gpus,
@@ -406,7 +461,5 @@ def make_plan(
             "optimizer": cfg.optimizer,
         },
         "host_gpus": [asdict(gpu) for gpu in host_gpus],
-        "gpus": [
-            asdict(row) for row in sku_fits(chosen, cfg, flops_per_token, epoch_tokens, host_gpus=host_gpus)
-        ],
+        "gpus": [asdict(row) for row in fits],
     }

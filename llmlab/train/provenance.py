@@ -15,7 +15,7 @@ from typing import Any
 
 from llmlab.train.schema import TrainConfig
 
-PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "llmlab")
+PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "trl", "llmlab")
 _CHUNK = 1 << 20
 
 
@@ -61,10 +61,14 @@ def _driver_version() -> str | None:
     return version.decode() if isinstance(version, bytes) else version
 
 
+def data_hashes(cfg: TrainConfig) -> dict[str, str]:
+    """path -> sha256 of every file of `datasets` and `eval_datasets`."""
+    return {str(spec.path): sha256_file(spec.path) for spec in (*cfg.datasets, *cfg.eval_datasets)}
+
+
 def provenance(cfg: TrainConfig, model_path: Path, store_commit: str | None, device: str) -> dict[str, Any]:
-    files = [spec.path for spec in (*cfg.datasets, *cfg.eval_datasets)]
     return {
-        "data_files": {str(path): sha256_file(path) for path in files},
+        "data_files": data_hashes(cfg),
         "base_model": {"name": cfg.base_model, "path": str(model_path), "store_commit": store_commit},
         "versions": package_versions(),
         "cuda": cuda_versions() if device == "cuda" else None,

@@ -11,6 +11,7 @@ trainer, train, save, collect the metrics (evaluation and provenance included), 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import signal
@@ -72,20 +73,14 @@ def preflight(cfg: TrainConfig, resume: bool) -> None:
     from llmlab.train.modeling import check_memory_knobs
 
     check_memory_knobs(cfg)
-    if cfg.tracking == "mlflow":
-        import importlib.util
-
-        if importlib.util.find_spec("mlflow") is None:
-            raise ConfigError(
-                "tracking: 'mlflow' needs the mlflow package (pip install mlflow); valid: none, tensorboard"
-            )
-
-
-def _tracking_environment(cfg: TrainConfig, host_tracking_uri: str | None) -> None:
-    if cfg.tracking == "mlflow":
-        uri = cfg.tracking_uri or host_tracking_uri or (cfg.output_dir / "mlruns").as_uri()
-        os.environ.setdefault("MLFLOW_TRACKING_URI", uri)
-        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", cfg.output_dir.name)
+    if cfg.method == "dpo" and importlib.util.find_spec("trl") is None:
+        raise ConfigError(
+            "method: dpo needs the trl package (pip install 'llmlab[ml]'); valid: lora, qlora, full"
+        )
+    if cfg.tracking == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "tracking: 'tensorboard' needs the tensorboard package; valid without it: none, mlflow"
+        )
 
 
 @functools.cache
@@ -94,20 +89,23 @@ def _make_trainer_classes():
     import torch
     from transformers import Trainer, TrainerCallback
 
-    class CountingTrainer(Trainer):
-        """Counts real and padding token slots of the training batches (for padding efficiency), and adds
-        `exact_match` to each evaluation's metrics when given a probe (before they are logged, compared for
-        the best checkpoint, or seen by early stopping)."""
+    class TokenCounting:
+        """Counts real and padding token slots of the training batches (for padding efficiency)."""
 
         real_tokens = 0
         token_slots = 0
-        probe: ExactMatchProbe | None = None
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             ids = inputs["input_ids"]
             self.token_slots += ids.numel()
             self.real_tokens += int((ids != self.processing_class.pad_token_id).sum())
             return super().training_step(model, inputs, num_items_in_batch)
+
+    class CountingTrainer(TokenCounting, Trainer):
+        """Adds `exact_match` to each evaluation's metrics when given a probe (before they are logged,
+        compared for the best checkpoint, or seen by early stopping)."""
+
+        probe: ExactMatchProbe | None = None
 
         def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
             output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
@@ -149,7 +147,19 @@ def _make_trainer_classes():
             for sig, handler in self._previous.items():
                 signal.signal(sig, handler)
 
-    return CountingTrainer, GracefulStop
+    return CountingTrainer, GracefulStop, TokenCounting
+
+
+@functools.cache
+def _dpo_trainer_class():
+    from trl import DPOTrainer
+
+    _, _, TokenCounting = _make_trainer_classes()
+
+    class CountingDPOTrainer(TokenCounting, DPOTrainer):
+        """TRL's DPOTrainer, counting token slots as the SFT trainer does (chosen and rejected rows both)."""
+
+    return CountingDPOTrainer
 
 
 def replica_checksums(model, device) -> list[list[float]]:
@@ -168,12 +178,27 @@ def replica_checksums(model, device) -> list[list[float]]:
 
 
 def training_arguments(cfg: TrainConfig, precision):
-    from transformers import TrainingArguments
-
+    """transformers' TrainingArguments, or for DPO TRL's DPOConfig (the same, plus DPO's settings)."""
     from llmlab.train.launch import distributed_arguments
 
     gradient_checkpointing = cfg.gradient_checkpointing and cfg.distributed != "fsdp"
-    return TrainingArguments(
+    if cfg.method == "dpo":
+        from trl import DPOConfig as Arguments
+
+        dpo: dict[str, Any] = {
+            "beta": cfg.dpo_beta,
+            "loss_type": [cfg.dpo_loss],
+            "max_length": cfg.sequence_len,
+            # Full DPO keeps no second copy of the weights: the reference log-probabilities are those of
+            # the base, computed once before training (LoRA/QLoRA: the base is the adapter disabled).
+            "precompute_ref_log_probs": cfg.weights == "full",
+        }
+    else:
+        from transformers import TrainingArguments as Arguments
+
+        dpo = {}
+    return Arguments(
+        **dpo,
         output_dir=str(cfg.output_dir),
         per_device_train_batch_size=cfg.micro_batch_size,
         per_device_eval_batch_size=cfg.micro_batch_size,
@@ -204,7 +229,7 @@ def training_arguments(cfg: TrainConfig, precision):
         load_best_model_at_end=cfg.save_best,
         metric_for_best_model="eval_loss" if cfg.save_best or cfg.early_stopping_patience else None,
         greater_is_better=False if cfg.save_best or cfg.early_stopping_patience else None,
-        report_to=[] if cfg.tracking == "none" else [cfg.tracking],
+        report_to=["tensorboard"] if cfg.tracking == "tensorboard" else [],  # mlflow: llmlab.train.tracking
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
@@ -237,8 +262,8 @@ class ExactMatchProbe:
 
 @dataclass
 class PreparedData:
-    train_rows: list[Example]
-    eval_rows: list[Example]
+    train_rows: Any  # examples or packed rows; for DPO a datasets.Dataset of preference rows
+    eval_rows: Any
     eval_examples: list[Example]  # before packing: what eval_generate asks
     collator: Any
     n_train: int
@@ -255,8 +280,41 @@ def data_summary(cfg: TrainConfig, tokenizer) -> None:
             say(line)
 
 
+def prepare_preference_data(cfg: TrainConfig, tokenizer) -> PreparedData:
+    """DPO's pairs as TRL's rows (it tokenizes and pads them: no packing), split as SFT examples are."""
+    from datasets import Dataset
+
+    from llmlab.train import data as datamod
+
+    pairs = datamod.preference_datasets(tokenizer, cfg.datasets, cfg.sequence_len, cfg.too_long)
+    dropped, truncated = pairs.dropped_too_long, pairs.truncated
+    train_rows, eval_rows = datamod.split_eval(pairs.rows, cfg.eval_split, cfg.seed)
+    if cfg.eval_datasets:
+        held = datamod.preference_datasets(tokenizer, cfg.eval_datasets, cfg.sequence_len, cfg.too_long)
+        eval_rows += held.rows
+        dropped += held.dropped_too_long
+        truncated += held.truncated
+    if dropped or truncated:
+        say(
+            f"longer than sequence_len={cfg.sequence_len}: {truncated} pairs truncated, {dropped} dropped "
+            f"(too_long: {cfg.too_long})"
+        )
+    say(f"{len(train_rows)} preference pairs for training, {len(eval_rows)} for evaluation")
+    return PreparedData(
+        Dataset.from_list(train_rows),
+        Dataset.from_list(eval_rows) if eval_rows else [],
+        [],
+        None,
+        len(train_rows),
+        dropped,
+        truncated,
+    )
+
+
 def prepare_data(cfg: TrainConfig, tokenizer) -> PreparedData:
     """Tokenize, split off the eval set (plus eval_datasets), and pack (or pad per batch) as configured."""
+    if cfg.method == "dpo":
+        return prepare_preference_data(cfg, tokenizer)
     from llmlab.train import data as datamod
 
     encoded = datamod.encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len, cfg.too_long)
@@ -301,26 +359,39 @@ class Session:
 
 def build_trainer(cfg: TrainConfig, model_dir: Path, precision, tokenizer, data: PreparedData) -> Session:
     from llmlab.train.metrics import current_rss_bytes
-    from llmlab.train.modeling import load_model, parameter_counts
+    from llmlab.train.modeling import load_base, load_model, lora_config, parameter_counts
 
     # Libraries are imported and the Trainer's state is set up before the baseline, so that the memory
     # metrics (and `llmlab plan`'s check against them) count the model and its training state, not code.
-    CountingTrainer, _ = _make_trainer_classes()
+    CountingTrainer, _, _ = _make_trainer_classes()
     args = training_arguments(cfg, precision)
-    if cfg.method != "full":
+    if cfg.weights != "full":
         import peft  # noqa: F401
+    if cfg.method == "dpo":
+        trainer_class = _dpo_trainer_class()
     rss_before_model = current_rss_bytes()
-    model = load_model(cfg, model_dir, tokenizer, precision)
-    trainable, total = parameter_counts(model)
+    if cfg.method == "dpo":
+        # TRL wraps the base in the adapter itself, so that its reference is the base with the adapter
+        # disabled; full DPO precomputes the reference log-probabilities instead (training_arguments).
+        trainer = trainer_class(
+            model=load_base(cfg, model_dir, tokenizer, precision),
+            args=args,
+            train_dataset=data.train_rows,
+            eval_dataset=data.eval_rows or None,
+            processing_class=tokenizer,
+            peft_config=lora_config(cfg) if cfg.weights != "full" else None,
+        )
+    else:
+        trainer = CountingTrainer(
+            model=load_model(cfg, model_dir, tokenizer, precision),
+            args=args,
+            train_dataset=data.train_rows,
+            eval_dataset=data.eval_rows or None,
+            data_collator=data.collator,
+            processing_class=tokenizer,
+        )
+    trainable, total = parameter_counts(trainer.model)
     say(f"{cfg.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
-    trainer = CountingTrainer(
-        model=model,
-        args=args,
-        train_dataset=data.train_rows,
-        eval_dataset=data.eval_rows or None,
-        data_collator=data.collator,
-        processing_class=tokenizer,
-    )
     if cfg.eval_generate:
         trainer.probe = ExactMatchProbe(data.eval_examples, tokenizer, cfg.eval_generate)
     if cfg.early_stopping_patience:
@@ -332,7 +403,7 @@ def build_trainer(cfg: TrainConfig, model_dir: Path, precision, tokenizer, data:
 
 def run_training(trainer, resume: bool) -> tuple[Any, int | None]:
     """Train; returns the Trainer's output and the signal that stopped it early, if one did."""
-    _, GracefulStop = _make_trainer_classes()
+    _, GracefulStop, _ = _make_trainer_classes()
     stopper = GracefulStop()  # from here on, a signal means "checkpoint and stop"
     trainer.add_callback(stopper)
     try:
@@ -362,8 +433,10 @@ def evaluation_metrics(cfg: TrainConfig, trainer, interrupted: int | None) -> di
         }
     return {
         "eval_loss": final.get("eval_loss"),
-        "eval_perplexity": perplexity(final.get("eval_loss")),
+        "eval_perplexity": None if cfg.method == "dpo" else perplexity(final.get("eval_loss")),
         "eval_exact_match": final.get("eval_exact_match"),
+        "eval_reward_margin": final.get("eval_rewards/margins"),
+        "eval_reward_accuracy": final.get("eval_rewards/accuracies"),
         "eval_history": history,
         "best_checkpoint": best,
         "stopped_early": bool(
@@ -405,6 +478,7 @@ def collect_metrics(
         "status": f"interrupted by {signal.Signals(interrupted).name}" if interrupted else "completed",
         "checkpoint": str(checkpoints(cfg.output_dir)[-1]) if interrupted else None,
         "method": cfg.method,
+        "weights": cfg.weights,
         "base_model": str(base.path),
         "device": device_name,
         "precision": precision.name,
@@ -415,6 +489,7 @@ def collect_metrics(
         "loss_curve": curve,
         "initial_loss": curve[0]["loss"] if curve else None,
         "final_loss": curve[-1]["loss"] if curve else None,
+        "reward_curve": metricsmod.reward_curve(trainer.state.log_history) if cfg.method == "dpo" else None,
         **evaluation,
         "train_runtime_seconds": runtime,
         "wall_time_seconds": time.monotonic() - started,
@@ -423,7 +498,7 @@ def collect_metrics(
         "padding_efficiency": real_tokens / slots if slots else None,
         "examples": {
             "train": data.n_train,
-            "eval": len(data.eval_examples),
+            "eval": len(data.eval_rows) if cfg.method == "dpo" else len(data.eval_examples),
             "dropped": data.dropped,
             "truncated": data.truncated,
         },
@@ -434,10 +509,18 @@ def collect_metrics(
         metrics["replica_checksums"] = checksums
         metrics["replicas_in_sync"] = all(c == checksums[0] for c in checksums)
     if precision.device == "cuda":
-        base_params = session.total - session.trainable if cfg.method != "full" else session.total
+        base_params = session.total - session.trainable if cfg.weights != "full" else session.total
         metrics["mfu"] = metricsmod.mfu_estimate(
-            cfg.method, base_params, tokens_per_second, args.world_size, precision.name, device_name
+            metricsmod.flops_key(cfg.method, cfg.weights),
+            base_params,
+            tokens_per_second,
+            args.world_size,
+            precision.name,
+            device_name,
         )
+    metrics["cost"] = metricsmod.run_cost(
+        device_name, args.world_size, metrics["wall_time_seconds"], cfg.plan.gpu_hour_prices
+    )
     metrics["provenance"] = provenance(cfg, base.path, base.store_commit, precision.device)
     return metrics
 
@@ -449,27 +532,54 @@ def write_outputs(cfg: TrainConfig, metrics: dict[str, Any]) -> None:
     atomic_write(cfg.output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
 
 
+def output_files(output_dir: Path) -> list[Path]:
+    """What a finished run leaves at the top of output_dir (weights or adapter, tokenizer, config,
+    metrics.json): the tracker's artifacts."""
+    return sorted(p for p in output_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
 def train(cfg: TrainConfig, host: HostConfig | None = None, *, resume: bool = False) -> RunResult:
     """Run (or resume) training as `cfg` says; ConfigError for bad input found while loading.
 
     `host` is the host config of the calling command (default: the one in force, loaded here).
     """
-    from llmlab.train.modeling import choose_precision, load_tokenizer, resolve_base_model
+    from llmlab.train.modeling import (
+        choose_precision,
+        is_adapter_run,
+        load_tokenizer,
+        merged_base,
+        resolve_base_model,
+    )
 
     host = host or load_config()
     preflight(cfg, resume)
     base = resolve_base_model(cfg.base_model, host)
-    _tracking_environment(cfg, host.tracking_uri)
+    tracker = None
+    if cfg.tracking == "mlflow" and is_main_process():
+        from llmlab.train import tracking
+
+        uri = tracking.tracking_uri(cfg, host.tracking_uri)
+        tracking.check_server(uri)
+        tracker = tracking.MlflowRun(cfg, uri)
     started = time.monotonic()
 
     from transformers import set_seed  # after the checks above, which fail fast without it
 
+    if is_adapter_run(base.path):  # an SFT run's adapter: its merged weights are the base (and reference)
+        say(f"base_model {base.path} is an adapter run; merging it into {cfg.output_dir / 'base'}")
+        base = ResolvedModel(merged_base(base.path, cfg.output_dir), base.store_commit)
     set_seed(cfg.seed)
     precision = choose_precision(cfg.precision)
     tokenizer = load_tokenizer(base.path)
     data_summary(cfg, tokenizer)
     data = prepare_data(cfg, tokenizer)
     session = build_trainer(cfg, base.path, precision, tokenizer, data)
+    if tracker is not None:
+        from llmlab.train.provenance import data_hashes
+        from llmlab.train.tracking import make_callback
+
+        tracker.start(data_hashes(cfg), resume)
+        session.trainer.add_callback(make_callback(tracker))
     output, interrupted = run_training(session.trainer, resume)
     if not interrupted:
         session.trainer.save_model(str(cfg.output_dir))  # with save_best: the best checkpoint's weights
@@ -477,5 +587,18 @@ def train(cfg: TrainConfig, host: HostConfig | None = None, *, resume: bool = Fa
     if session.trainer.is_world_process_zero():
         if not interrupted:
             tokenizer.save_pretrained(cfg.output_dir)
+        if tracker is not None:
+            metrics["tracking"] = tracker.report()
         write_outputs(cfg, metrics)
+        if tracker is not None:
+            tracker.finish(metrics, output_files(cfg.output_dir), completed=not interrupted)
+            metrics["tracking"] = tracker.report()
+            if metrics["tracking"]["not_logged"]:
+                # metrics.json stays the complete record: rewritten (atomically) with what the server lacks.
+                atomic_write(cfg.output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+                say(
+                    f"the MLflow server at {tracker.uri} did not receive: "
+                    + "; ".join(metrics["tracking"]["not_logged"])
+                    + f" (all of it is in {cfg.output_dir / METRICS_FILE})"
+                )
     return RunResult(metrics=metrics, interrupted_by=interrupted)

@@ -18,9 +18,28 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from llmlab.config import ConfigError, StrictModel, describe_validation_error, read_yaml_mapping
 from llmlab.train.optimizers import DEFAULT_OPTIMIZER, OPTIMIZERS
 
-Method = Literal["lora", "qlora", "full"]
+Method = Literal["lora", "qlora", "full", "dpo"]
+Weights = Literal["lora", "qlora", "full"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
-DatasetFormat = Literal["text", "instruction", "chat"]
+DatasetFormat = Literal["text", "instruction", "chat", "preference", "preference_chat"]
+SFT_FORMATS = ("text", "instruction", "chat")
+PREFERENCE_FORMATS = ("preference", "preference_chat")
+# TRL's DPO loss types (DPOConfig.loss_type), but exo_pair, which needs label smoothing.
+DpoLoss = Literal[
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sigmoid_norm",
+]
 Distributed = Literal["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 TooLong = Literal["drop", "truncate"]
 AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]
@@ -33,7 +52,8 @@ class DatasetSpec(StrictModel):
     path: Path = Field(description="A JSONL (one example per line), JSON, CSV or Parquet file.")
     format: DatasetFormat = Field(
         description="text: {text}; instruction: {instruction, input?, output}; "
-        "chat: {messages: [{role, content}]}."
+        "chat: {messages: [{role, content}]}; preference: {prompt, chosen, rejected} strings; "
+        "preference_chat: prompt as messages, chosen and rejected as assistant turns (method dpo)."
     )
 
     @field_validator("path")
@@ -67,8 +87,18 @@ class PlanSettings(StrictModel):
 class TrainConfig(StrictModel):
     base_model: str = Field(description="A name in the model store, or a directory with a saved model.")
     method: Method = Field(
-        "lora", description="lora: adapters on a bf16/fp32 base; qlora: on a 4-bit base; full."
+        "lora",
+        description="lora: adapters on a bf16/fp32 base; qlora: on a 4-bit base; full; dpo: preference "
+        "alignment (TRL's DPOTrainer) of what dpo_method says.",
     )
+    dpo_method: Weights = Field(
+        "lora",
+        description="dpo: train a LoRA adapter, a QLoRA adapter (4-bit base) or the full weights; the "
+        "reference is the base with the adapter disabled (full: the base's log-probabilities, computed "
+        "before training).",
+    )
+    dpo_beta: float = Field(0.1, gt=0, description="dpo: how far the policy may move from the reference.")
+    dpo_loss: DpoLoss = Field("sigmoid", description="dpo: TRL's loss type (sigmoid is the DPO paper's).")
 
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
@@ -147,6 +177,12 @@ class TrainConfig(StrictModel):
         description="mlflow: a server URI; default: the host config's, else a file store in "
         "output_dir/mlruns.",
     )
+    experiment: str | None = Field(
+        None,
+        min_length=1,
+        description="mlflow: the experiment; default: the config file's name without extension "
+        "(output_dir's name when the config came from no file).",
+    )
     distributed: Distributed = Field(
         "ddp", description="Multi-process strategy under torchrun: ddp, fsdp, or DeepSpeed ZeRO stage 2/3."
     )
@@ -161,6 +197,15 @@ class TrainConfig(StrictModel):
     def has_eval(self) -> bool:
         return self.eval_split > 0 or bool(self.eval_datasets)
 
+    @property
+    def weights(self) -> Weights:
+        """What is trained and how the base is held: lora, qlora or full (dpo: its dpo_method)."""
+        return self.dpo_method if self.method == "dpo" else self.method
+
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or self.output_dir.name
+
     @field_validator("optimizer")
     @classmethod
     def _known_optimizer(cls, name: str) -> str:
@@ -171,12 +216,40 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _compatible(self) -> TrainConfig:
-        if self.method == "qlora" and self.distributed == "fsdp":
+        self._check_formats()
+        if self.weights == "qlora" and self.distributed == "fsdp":
             raise ValueError(
                 "distributed: fsdp does not shard 4-bit weights here; use ddp or deepspeed_zero2 for qlora"
             )
         self._check_evaluation()
         return self
+
+    def _check_formats(self) -> None:
+        """DPO learns from preference pairs, the other methods from examples; one preference format a run."""
+        specs = [*self.datasets, *self.eval_datasets]
+        formats = sorted({spec.format for spec in specs})
+        if self.method == "dpo":
+            wrong = [f for f in formats if f not in PREFERENCE_FORMATS]
+            if wrong:
+                raise ValueError(
+                    f"method: dpo learns from preference pairs; format {wrong[0]!r} is not one "
+                    f"(valid: {', '.join(PREFERENCE_FORMATS)})"
+                )
+            if len(formats) > 1:
+                raise ValueError(
+                    "method: dpo: datasets and eval_datasets must share one format (preference or "
+                    f"preference_chat), got {', '.join(formats)}"
+                )
+            if self.eval_generate:
+                raise ValueError(
+                    "eval_generate: not with method dpo; its evaluations report the reward accuracy"
+                )
+        else:
+            wrong = [f for f in formats if f in PREFERENCE_FORMATS]
+            if wrong:
+                raise ValueError(
+                    f"datasets: format {wrong[0]!r} needs method: dpo (got method {self.method!r})"
+                )
 
     def _check_evaluation(self) -> None:
         periodic = {
@@ -263,6 +336,7 @@ def validate_train_config(data: dict[str, Any], source: str) -> TrainConfig:
 def load_train_config(path: Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read, merge command-line overrides into, and validate a training config; errors are ConfigError."""
     data = _merge(read_yaml_mapping(path), parse_overrides(overrides or []))
+    data.setdefault("experiment", path.stem)
     return validate_train_config(data, f"{path} + command line" if overrides else str(path))
 
 

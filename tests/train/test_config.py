@@ -34,7 +34,7 @@ def test_bad_config_fails_fast_naming_key_value_and_choices(config_path: Path) -
     elapsed = time.monotonic() - started
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "method: Input should be 'lora', 'qlora' or 'full' (got 'lorra')" in result.stderr
+    assert "method: Input should be 'lora', 'qlora', 'full' or 'dpo' (got 'lorra')" in result.stderr
     assert "lora_dropout: Input should be less than 1 (got 1.5)" in result.stderr
     assert "learning_rat: unknown key" in result.stderr and "did you mean 'learning_rate'?" in result.stderr
     assert elapsed < 1.5, f"validation took {elapsed:.2f}s: something heavy is imported before it"
@@ -53,7 +53,9 @@ def test_missing_dataset_file_and_required_keys(tmp_path: Path) -> None:
 
 def test_unknown_dataset_format_lists_the_valid_ones(config_path: Path, instruction_data: Path) -> None:
     with pytest.raises(
-        ConfigError, match=r"datasets\.0\.format: Input should be 'text', 'instruction' or 'chat'"
+        ConfigError,
+        match=r"datasets\.0\.format: Input should be 'text', 'instruction', 'chat', 'preference' or "
+        r"'preference_chat'",
     ):
         load_train_config(config_path, [f"datasets=[{{path: {instruction_data}, format: alpaca}}]"])
 

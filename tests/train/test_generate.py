@@ -109,7 +109,7 @@ def test_metrics_json_holds_the_provenance_of_the_run(run) -> None:
         sha256sum = subprocess.run(["sha256sum", str(file)], capture_output=True, text=True, check=True)
         assert provenance["data_files"][str(file)] == sha256sum.stdout.split()[0]
     versions = provenance["versions"]
-    packages = {"python", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "llmlab"}
+    packages = {"python", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "trl", "llmlab"}
     assert set(versions) == packages
     assert all(versions.values()), versions
     assert provenance["base_model"]["store_commit"] is None  # a directory, not a store name

@@ -126,3 +126,87 @@ def test_mfu_states_its_accounting_and_peak() -> None:
     assert full["flops_per_token"] == 6000
     assert mfu_estimate("lora", 1000, 1.0, 1, "bf16", "Some Future GPU")["mfu"] is None
     assert mfu_estimate("lora", 1000, 1.0, 1, "fp32", "NVIDIA A10G")["mfu"] is None
+
+
+def test_plan_prices_the_whole_run_and_names_the_cheapest_fitting_sku(
+    tiny_llama_dir: Path, instruction_data: Path, tmp_path: Path
+) -> None:
+    prices = {"L4": 0.8, "H100 SXM": 3.0, "T4": 0.1}
+    cfg = validate_train_config(
+        base_config(
+            tiny_llama_dir,
+            instruction_data,
+            tmp_path / "o",
+            packing=False,
+            max_steps=None,
+            epochs=3,
+            plan={"gpu_hour_prices": prices, "num_gpus": 2},
+        ),
+        "t",
+    )
+    plan = make_plan(cfg, tiny_llama_dir, gpu_reader=NoGpus())
+    # 8 examples, micro-batch 2 on 2 GPUs: 2 steps an epoch, 6 for three epochs.
+    assert plan["run"]["steps_per_epoch"] == 2 and plan["run"]["steps"] == 6 and plan["run"]["epochs"] == 3
+    rows = {row["sku"]: row for row in plan["gpus"]}
+    assert rows["L4"]["hours_per_run"] == pytest.approx(3 * rows["L4"]["hours_per_epoch"])
+    assert rows["L4"]["cost_per_run"] == pytest.approx(rows["L4"]["hours_per_run"] * 2 * 0.8)
+    cheapest = min((rows[name] for name in prices), key=lambda row: row["cost_per_run"])
+    assert plan["cheapest"] == {
+        "sku": cheapest["sku"],
+        "hours": cheapest["hours_per_run"],
+        "cost": cheapest["cost_per_run"],
+    }
+
+    by_steps = make_plan(cfg.model_copy(update={"max_steps": 5}), tiny_llama_dir, gpu_reader=NoGpus())
+    assert by_steps["run"]["steps"] == 5 and by_steps["run"]["epochs"] == pytest.approx(2.5)
+
+
+class NoGpus:
+    def gpus(self) -> list:
+        return []
+
+
+def test_dpo_plan_holds_two_rows_per_pair_and_no_second_copy_of_the_weights(
+    llama_7b_dir: Path, tmp_path: Path
+):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "Q?", "chosen": "A.", "rejected": "B."}) + "\n")
+    arch = architecture_from_config(LLAMA_2_7B)
+    data = [{"path": str(pairs), "format": "preference"}]
+    dpo = validate_train_config({"base_model": str(llama_7b_dir), "method": "dpo", "datasets": data}, "t")
+    lora = validate_train_config(
+        {
+            "base_model": str(llama_7b_dir),
+            "method": "lora",
+            "datasets": [{"path": str(write_text(tmp_path / "t.jsonl")), "format": "text"}],
+        },
+        "t",
+    )
+    for weights in ("lora", "qlora", "full"):
+        d = estimate_memory(arch, dpo.model_copy(update={"dpo_method": weights}), weights, False, 2)
+        s = estimate_memory(arch, lora, weights, False, 2)
+        assert d.activations_gib == pytest.approx(2 * s.activations_gib)  # chosen and rejected rows
+        assert (d.weights_gib, d.gradients_gib, d.optimizer_gib) == (
+            s.weights_gib,
+            s.gradients_gib,
+            s.optimizer_gib,
+        )
+    plan = make_plan(dpo, llama_7b_dir, count_tokens=False, gpu_reader=NoGpus())
+    assert plan["method"] == "dpo" and plan["weights"] == "lora"
+    assert plan["flops_per_token"] == 6 * plan["parameters"]["total"]  # 4N policy + 2N reference forward
+    full = make_plan(
+        dpo.model_copy(update={"dpo_method": "full"}), llama_7b_dir, count_tokens=False, gpu_reader=NoGpus()
+    )
+    assert full["flops_per_token"] == 8 * plan["parameters"]["total"]  # + the precomputed reference pass
+
+
+def write_text(path: Path) -> Path:
+    path.write_text(json.dumps({"text": "hello"}) + "\n")
+    return path
+
+
+def test_plan_of_an_adapter_run_as_base_reads_its_base_models_shapes(tiny_llama_dir: Path, tmp_path: Path):
+    run = tmp_path / "sft-run"
+    run.mkdir()
+    (run / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_llama_dir)}))
+    assert read_model_config(run) == read_model_config(tiny_llama_dir)

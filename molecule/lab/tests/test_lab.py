@@ -53,6 +53,18 @@ def test_the_environment_imports_the_ml_stack(host, user):
     assert result.stdout.split() == ["2.13.0+cpu", "5.23.0", "0.21.2", "0.50.2"]
 
 
+def test_a_host_without_an_mlflow_server_has_dpo_and_tracking_clients_at_their_pins(host):
+    # No mlflow role in this play and no python_env_*_version in the inventory: python_env's defaults alone
+    # put TRL (method: dpo), TensorBoard and the MLflow client into every lab environment.
+    code = (
+        "import importlib.metadata as m, trl, mlflow.tracking; "
+        "print(*(m.version(p) for p in ['trl', 'tensorboard', 'mlflow-skinny']))"
+    )
+    result = host.run(f"su - alice -c {shlex.quote(f'{PY} -c {shlex.quote(code)}')}")
+    assert result.rc == 0, result.stderr
+    assert result.stdout.split() == ["1.16.0", "2.21.0", "3.17.2"]
+
+
 def test_the_environment_is_owned_by_root_and_shared_with_the_lab_group(host):
     prefix = host.file(PREFIX)
     assert prefix.user == "root"

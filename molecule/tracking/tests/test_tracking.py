@@ -150,26 +150,28 @@ def test_a_run_logged_from_the_lab_environment_is_listed_by_the_api(lab):
 # MLflowCallback starts it from that environment. Prints the URI and the run id.
 TRAIN_TRACKING = r"""
 import os, pathlib, sys, tempfile
-import mlflow
 from llmlab.config import load_config
-from llmlab.train.run import _tracking_environment, preflight
+from llmlab.train.run import preflight
 from llmlab.train.schema import load_train_config
+from llmlab.train.tracking import MlflowRun, check_server, tracking_uri
 
 assert "MLFLOW_TRACKING_URI" not in os.environ, "the URI must come from the host config"
 work = pathlib.Path(tempfile.mkdtemp())
 (work / "data.jsonl").write_text('{"text": "hello"}\n')
-(work / "train.yaml").write_text(
+(work / f"{sys.argv[1]}.yaml").write_text(
     f"base_model: lab/tiny\ndatasets: [{{path: {work}/data.jsonl, format: text}}]\n"
-    f"tracking: mlflow\noutput_dir: {work}/{sys.argv[1]}\n"
+    f"tracking: mlflow\noutput_dir: {work}/output\n"
 )
-cfg = load_train_config(work / "train.yaml")
-preflight(cfg, resume=False)  # finds the mlflow client in the environment
-_tracking_environment(cfg, load_config().tracking_uri)
-mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
-with mlflow.start_run() as run:
-    mlflow.log_metric("train_loss", 1.5)
-print(os.environ["MLFLOW_TRACKING_URI"], run.info.run_id)
+cfg = load_train_config(work / f"{sys.argv[1]}.yaml")
+preflight(cfg, resume=False)
+uri = tracking_uri(cfg, load_config().tracking_uri)
+check_server(uri)  # the client is in the lab environment, and the server answers
+run = MlflowRun(cfg, uri)
+run.start({str(work / "data.jsonl"): "0" * 64}, resume=False)
+run.log_metrics(1, {"train_loss": 1.5})
+run.finish({"global_step": 1}, [], completed=True)
+assert not run.report()["not_logged"], run.report()
+print(uri, run.run_id)
 """
 
 
@@ -188,7 +190,13 @@ def test_llmlab_train_tracking_logs_to_the_server_from_the_host_config_alone(lab
     experiment_id = logged["info"]["experiment_id"]
     status, body = http(lab, f"{uri}/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}")
     assert status == 200, body
-    assert json.loads(body)["experiment"]["name"] == name  # the run directory's name, as llmlab train sets it
+    assert json.loads(body)["experiment"]["name"] == name  # the config file's name, not output_dir's "output"
+
+
+def test_the_lab_environment_has_the_pinned_mlflow_client_from_python_env(lab):
+    # python_env installs it on every lab host (with or without the ML stack), not the mlflow server role.
+    show = lab.check_output(f"{LAB_PY} -m pip show mlflow-skinny")
+    assert "Version: 3.17.2" in show.splitlines()
 
 
 def test_the_artifacts_directory_is_group_shared(lab):
