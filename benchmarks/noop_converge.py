@@ -1,21 +1,21 @@
-"""Wall time of a no-op `site.yml` over SSH (goal <= 20 s per host), next to its floor measured in the same run.
+"""Wall time of a no-op `site.yml` over SSH (goal <= 20 s per host), next to its floor of the same run.
 
 The benchmark starts its own Debian 12 systemd containers (tests/images/systemd-container.sh), named
 llmlab-bench-noop-1..N, installs sshd and a key made for the run (through `docker exec`, as molecule/hub's
 prepare step does), and from then on reaches them over SSH only: `ProxyCommand=docker exec -i %h nc 127.0.0.1
 22`, as root with the run's key. The inventory is the demo host's CPU profile made light enough for a first
-converge of a few minutes: no ML stack (python_env_ml_stack: false), Docker from Debian on vfs, the firewall on
-(ufw in each container's own network namespace: NET_ADMIN, Docker's bridge, never the host network).
+converge of a few minutes: no ML stack (python_env_ml_stack: false), Docker from Debian on vfs, the firewall
+on (ufw in each container's own network namespace: NET_ADMIN, Docker's bridge, never the host network).
 
 After one first converge, it times:
-  * the no-op converge: `site.yml` again, with the project's ansible.cfg (pipelining, ControlPersist=60s, facts
-    cached in a jsonfile between runs), --runs times; every run must report changed=0;
+  * the no-op converge: `site.yml` again, with the project's ansible.cfg (pipelining, ControlPersist=60s,
+    facts cached in a jsonfile between runs), --runs times; every run must report changed=0;
   * the floor: a play of as many `ansible.builtin.ping` tasks as the no-op converge ran on each host (its
     recap's ok + changed), no facts, the same connection; the ratio converge / floor is what the roles add;
   * each lever, the no-op converge with one setting changed from the baseline: pipelining off, ControlPersist
     off, facts not cached between runs (gathered once per run), facts gathered by every play (Ansible's
     default `gathering = implicit`), and, with --mitogen DIR, the mitogen_linear strategy.
-The costliest tasks and roles come from the profile_tasks callback (ansible.posix), summed over the baseline runs.
+The costliest tasks and roles come from the profile_tasks callback (ansible.posix), over the baseline runs.
 The load average is printed next to every figure: on a shared machine the floor measured in the same run is
 what makes a figure comparable. The containers are removed at the end, on failure and on Ctrl-C (--keep
 leaves them and the run's key for the next run, which then converges them again instead of from scratch).
@@ -28,7 +28,6 @@ Usage: .venv/bin/python benchmarks/noop_converge.py [--hosts N] [--runs N] [--le
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -143,7 +142,7 @@ class Bench:
                     f"{CA_BUNDLE}:/etc/llmlab-test/ca-bundle.crt:ro",
                 ]
             )
-            # What an installer leaves on a real host: sshd letting root in with a key. netcat: the ProxyCommand.
+            # What an installer leaves on a real host: sshd letting root in with a key (nc: the ProxyCommand).
             script = (
                 "set -e; command -v sshd >/dev/null && command -v nc >/dev/null || {"
                 " for i in 1 2 3 4 5; do apt-get update -q && break; sleep 10; done;"
@@ -305,7 +304,7 @@ def main() -> int:
     bench = Bench(args)
     site = ROOT / "playbooks/site.yml"
 
-    def interrupted(signum, frame):  # noqa: ARG001 -- signal handler signature
+    def interrupted(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
