@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -45,6 +46,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_S = 20.0
 PREFIX = "llmlab-bench-noop-"
+BASELINE = "no-op converge"
+FLOOR = "floor"
 IMAGE = "llmlab-test/debian:12"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 RECAP = re.compile(
@@ -84,11 +87,17 @@ LEVERS = {
 @dataclass
 class Run:
     wall: float
+    cpu: float  # CPU seconds of the controller's processes (ansible-playbook, its workers, ssh)
     load: float
     rc: int
     recap: dict[str, dict[str, int]]
     profile: dict[str, float] = field(default_factory=dict)
     log: Path | None = None
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def load1() -> float:
@@ -209,7 +218,7 @@ class Bench:
         self.counter += 1
         log = self.logs / f"{self.counter:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.log"
         argv = ["ansible-playbook", "-i", str(self.inventory), str(playbook)]
-        load = load1()
+        load, cpu = load1(), cpu_seconds()
         start = time.perf_counter()
         with log.open("w") as out:
             rc = subprocess.run(
@@ -223,10 +232,12 @@ class Bench:
                 recap[match["host"]] = {k: int(v) for k, v in match.groupdict().items() if k != "host"}
             elif match := PROFILE.match(line):
                 profile[match["task"]] = profile.get(match["task"], 0.0) + float(match["s"])
-        run = Run(wall, (load + load1()) / 2, rc, recap, profile, log)
+        run = Run(wall, cpu_seconds() - cpu, (load + load1()) / 2, rc, recap, profile, log)
         status = "ok" if rc == 0 else f"FAILED rc={rc}, see {log}"
         print(
-            f"  {name:34} {wall:7.1f} s  load {run.load:5.2f}  {self.recap_text(run)}  {status}", flush=True
+            f"  {name:36} {wall:7.1f} s  CPU {run.cpu:6.1f} s  load {run.load:5.2f}  {self.recap_text(run)}"
+            f"  {status}",
+            flush=True,
         )
         return run
 
@@ -251,27 +262,28 @@ class Bench:
         return path
 
 
-def median(runs: list[Run]) -> tuple[float, float]:
-    return statistics.median(r.wall for r in runs), statistics.median(r.load for r in runs)
-
-
-def report_profile(runs: list[Run], top: int) -> None:
+def report_profile(columns: dict[str, list[Run]], top: int) -> None:
+    """Seconds per run by role and the costliest tasks (profile_tasks, the mean over each column's runs)."""
+    roles: dict[str, dict[str, float]] = {name: defaultdict(float) for name in columns}
     tasks: dict[str, float] = defaultdict(float)
-    roles: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
-    for run in runs:
-        for task, seconds in run.profile.items():
-            tasks[task] += seconds / len(runs)
-            role = task.split(" : ", 1)[0] if " : " in task else "(playbook)"
-            roles[role] += seconds / len(runs)
-            counts[role] += 1
-    total = sum(tasks.values())
-    print(
-        f"\nseconds per no-op run by role (profile_tasks, mean of {len(runs)} runs; {total:.1f} s in tasks)"
-    )
-    for role, seconds in sorted(roles.items(), key=lambda kv: -kv[1]):
-        print(f"  {role:28} {seconds:6.1f} s  {counts[role] // len(runs):4d} tasks")
-    print(f"\nthe {top} costliest tasks")
+    for name, runs in columns.items():
+        for run in runs:
+            for task, seconds in run.profile.items():
+                role = task.split(" : ", 1)[0] if " : " in task else "(playbook)"
+                roles[name][role] += seconds / len(runs)
+                if name == next(iter(columns)):
+                    tasks[task] += seconds / len(runs)
+                    counts[role] += 1
+    first = next(iter(columns))
+    print(f"\nseconds per run by role (profile_tasks, mean over the runs; tasks: {first!r}'s, skipped too)")
+    print(f"  {'role':16}{''.join(f'{name[:26]:>28}' for name in columns)}  tasks")
+    for role in sorted(roles[first], key=lambda r: -roles[first][r]):
+        cells = "".join(f"{roles[name].get(role, 0.0):26.1f} s" for name in columns)
+        print(f"  {role:16}{cells}  {counts[role] // len(columns[first]):5d}")
+    totals = "".join(f"{sum(roles[name].values()):26.1f} s" for name in columns)
+    print(f"  {'(all tasks)':16}{totals}")
+    print(f"\nthe {top} costliest tasks of {first!r} (same-named tasks summed)")
     for task, seconds in sorted(tasks.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {seconds:6.2f} s  {task}")
 
@@ -279,30 +291,51 @@ def report_profile(runs: list[Run], top: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=1, help="containers converged together (default 1)")
-    parser.add_argument("--runs", type=int, default=2, help="timed runs of each configuration (default 2)")
+    parser.add_argument("--runs", type=int, default=2, help="rounds: each configuration runs once a round")
     parser.add_argument(
         "--levers",
         default=",".join(LEVERS),
         help=f"comma-separated, or 'none' (default: all of {', '.join(LEVERS)})",
     )
     parser.add_argument("--mitogen", type=Path, help="a directory with mitogen 0.3.x: adds the mitogen lever")
+    parser.add_argument(
+        "--roles-from",
+        type=Path,
+        help="another checkout (e.g. a worktree of main): its roles/ as a lever, to measure a role change",
+    )
     parser.add_argument("--top", type=int, default=15, help="costliest tasks to list")
     parser.add_argument("--keep", action="store_true", help="leave the containers for the next run")
     args = parser.parse_args()
-    levers = {} if args.levers == "none" else {name: LEVERS[name] for name in args.levers.split(",")}
+    site = ROOT / "playbooks/site.yml"
+    floor_book = ROOT / ".cache/bench-noop/floor.yml"
+    # name: (playbook, environment over the baseline's, what it changes)
+    configs: dict[str, tuple[Path, dict[str, str], str]] = {
+        BASELINE: (site, {}, "the project's ansible.cfg"),
+        FLOOR: (floor_book, {}, "as many ping tasks as the no-op converge ran"),
+    }
+    if args.levers != "none":
+        for name in args.levers.split(","):
+            what, extra = LEVERS[name]
+            configs[name] = (site, extra, what)
+    if args.roles_from:
+        roles = args.roles_from.resolve() / "roles"
+        if not roles.is_dir():
+            parser.error(f"--roles-from: no {roles}")
+        configs[f"roles of {args.roles_from.name}"] = (site, {"ANSIBLE_ROLES_PATH": str(roles)}, str(roles))
     if args.mitogen:
         strategy = args.mitogen.resolve() / "ansible_mitogen/plugins/strategy"
         if not strategy.is_dir():
             parser.error(f"--mitogen: no {strategy}")
-        levers["mitogen"] = (
-            "strategy mitogen_linear",
-            {
-                "ANSIBLE_STRATEGY_PLUGINS": str(strategy),
-                "ANSIBLE_STRATEGY": "mitogen_linear",
-            },
-        )
+        mitogen = {
+            "ANSIBLE_STRATEGY_PLUGINS": str(strategy),
+            "ANSIBLE_STRATEGY": "mitogen_linear",
+            # mitogen reads the host key policy from Ansible's setting, not from the inventory's
+            # StrictHostKeyChecking=no (it refuses the container's unknown key otherwise).
+            "ANSIBLE_HOST_KEY_CHECKING": "false",
+        }
+        configs["mitogen"] = (site, mitogen, "strategy mitogen_linear")
+        configs["mitogen floor"] = (floor_book, mitogen, "the floor play with mitogen_linear")
     bench = Bench(args)
-    site = ROOT / "playbooks/site.yml"
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -318,60 +351,31 @@ def main() -> int:
         start = time.perf_counter()
         bench.start()
         print(
-            f"  {'containers + sshd':34} {time.perf_counter() - start:7.1f} s  load {load1():5.2f}",
+            f"  {'containers + sshd':36} {time.perf_counter() - start:7.1f} s  load {load1():5.2f}",
             flush=True,
         )
         first = bench.playbook("first converge", site)
         if first.rc != 0:
             return 1
-        baseline = [bench.playbook(f"no-op converge {i}", site) for i in range(1, args.runs + 1)]
-        task_counts = {h: r["ok"] + r["changed"] for h, r in baseline[0].recap.items()}
-        tasks = max(task_counts.values())
-        floor_book = bench.floor_playbook(tasks)
-        floor = [bench.playbook(f"floor ({tasks} pings) {i}", floor_book) for i in range(1, args.runs + 1)]
-        lever_runs = {}
-        for name, (_, extra) in levers.items():
-            lever_runs[name] = [bench.playbook(f"{name} {i}", site, extra) for i in range(1, args.runs + 1)]
-            if name == "mitogen":
-                lever_runs["mitogen floor"] = [
-                    bench.playbook(f"mitogen floor {i}", floor_book, extra) for i in range(1, args.runs + 1)
-                ]
-        everything = [first, *baseline, *floor, *(r for runs in lever_runs.values() for r in runs)]
-        failed = any(r.rc != 0 for r in everything)
-        noop = all(h["changed"] == 0 for r in baseline for h in r.recap.values())
-
-        base_s, base_load = median(baseline)
-        floor_s, floor_load = median(floor)
-        n = len(bench.hosts)
-        print(
-            f"\nsummary: {n} host(s), {args.runs} runs each, medians; per host = wall / hosts "
-            f"(hosts run in parallel)"
+        # Rounds: every configuration once a round, so a change of the machine's load falls on all of them.
+        runs: dict[str, list[Run]] = {name: [] for name in configs}
+        tasks = 0
+        for round_ in range(1, args.runs + 1):
+            for name, (playbook, extra, _) in configs.items():
+                if playbook == floor_book and not tasks:
+                    counts = runs[BASELINE][0].recap.values()
+                    tasks = max(c["ok"] + c["changed"] for c in counts)
+                    bench.floor_playbook(tasks)
+                label = f"floor ({tasks} pings)" if name == FLOOR else name
+                runs[name].append(bench.playbook(f"{label} {round_}", playbook, extra))
+        failed = any(r.rc != 0 for r in [first, *(r for rs in runs.values() for r in rs)])
+        noop = all(h["changed"] == 0 for r in runs[BASELINE] for h in r.recap.values())
+        print_summary(args, bench, configs, runs, first, tasks, noop)
+        columns = {BASELINE: runs[BASELINE]}
+        columns.update(
+            {name: rs for name, rs in runs.items() if name.startswith("roles of ") or name == "mitogen"}
         )
-        print(f"  first converge                      {first.wall:7.1f} s  load {first.load:5.2f}")
-        print(
-            f"  no-op converge (baseline)           {base_s:7.1f} s  load {base_load:5.2f}  per host "
-            f"{base_s / n:6.1f} s  goal <= {GOAL_S:g} s: {'met' if base_s / n <= GOAL_S else 'NOT met'}"
-            f"{'' if noop else '  (NOT a no-op: changed > 0)'}"
-        )
-        first_recap = baseline[0].recap[bench.hosts[0]]
-        print(
-            f"    tasks per host: {first_recap['ok'] + first_recap['changed']} run, "
-            f"{first_recap['skipped']} skipped"
-        )
-        print(
-            f"  floor ({tasks} pings)                  {floor_s:7.1f} s  load {floor_load:5.2f}  "
-            f"{floor_s / tasks:.3f} s per task"
-        )
-        print(f"  ratio no-op / floor                 {base_s / floor_s:7.2f}")
-        for name, runs in lever_runs.items():
-            s, load = median(runs)
-            what = levers[name][0] if name in levers else "the floor play with mitogen_linear"
-            versus = f"x{s / floor_s:5.2f} floor" if not name.endswith("floor") else ""
-            print(
-                f"  {name:34}  {s:7.1f} s  load {load:5.2f}  {s - base_s:+7.1f} s vs baseline  {versus}"
-                f"  ({what})"
-            )
-        report_profile(baseline, args.top)
+        report_profile(columns, args.top)
         if failed:
             print("\nsome runs failed: see their logs above", file=sys.stderr)
     except KeyboardInterrupt:
@@ -380,6 +384,40 @@ def main() -> int:
     finally:
         bench.remove()
     return 1 if failed else 0
+
+
+def print_summary(args, bench, configs, runs, first, tasks, noop) -> None:
+    def med(name: str, attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in runs[name])
+
+    n = len(bench.hosts)
+    base, floor = med(BASELINE, "wall"), med(FLOOR, "wall")
+    print(
+        f"\nsummary: {n} host(s), {args.runs} round(s), medians; per host = wall / hosts (hosts in parallel);"
+        "\npaired: the median over the rounds of (this run - the baseline run of the same round)"
+    )
+    print(f"  {'first converge':36} {first.wall:7.1f} s  CPU {first.cpu:6.1f} s  load {first.load:5.2f}")
+    header = f"  {'configuration':36} {'wall':>9} {'CPU':>9} {'load':>6} {'paired':>9} {'x floor':>8}"
+    print(header)
+    for name, (_, _, what) in configs.items():
+        wall, cpu, load = med(name, "wall"), med(name, "cpu"), med(name, "load")
+        paired = statistics.median(r.wall - b.wall for r, b in zip(runs[name], runs[BASELINE], strict=True))
+        reference = med("mitogen floor", "wall") if name == "mitogen" else floor
+        ratio = "" if "floor" in name else f"{wall / reference:8.2f}"
+        print(f"  {name:36} {wall:7.1f} s {cpu:7.1f} s {load:6.2f} {paired:+7.1f} s {ratio:>8}  {what}")
+    recap = runs[BASELINE][0].recap[bench.hosts[0]]
+    print(
+        f"  no-op converge per host: {base / n:.1f} s "
+        f"(goal <= {GOAL_S:g} s: {'met' if base / n <= GOAL_S else 'NOT met'})"
+        f"{'' if noop else ', NOT a no-op: changed > 0'}; {recap['ok'] + recap['changed']} tasks run, "
+        f"{recap['skipped']} skipped; floor {floor / tasks:.3f} s per ping task; ratio {base / floor:.2f}"
+    )
+    if "mitogen" in runs:
+        mitogen, mfloor = med("mitogen", "wall"), med("mitogen floor", "wall")
+        print(
+            f"  with mitogen: {mitogen / n:.1f} s per host, floor {mfloor / tasks:.3f} s per ping task, "
+            f"ratio {mitogen / mfloor:.2f} (x floor above: against the mitogen floor)"
+        )
 
 
 if __name__ == "__main__":
