@@ -7,21 +7,24 @@ prepare step does), and from then on reaches them over SSH only: `ProxyCommand=d
 converge of a few minutes: no ML stack (python_env_ml_stack: false), Docker from Debian on vfs, the firewall
 on (ufw in each container's own network namespace: NET_ADMIN, Docker's bridge, never the host network).
 
-After one first converge, it times:
+After one first converge, it times in rounds (each configuration once a round, so that a change of the shared
+machine's load falls on all of them):
   * the no-op converge: `site.yml` again, with the project's ansible.cfg (pipelining, ControlPersist=60s,
-    facts cached in a jsonfile between runs), --runs times; every run must report changed=0;
+    facts cached in a jsonfile between runs); every run must report changed=0;
   * the floor: a play of as many `ansible.builtin.ping` tasks as the no-op converge ran on each host (its
     recap's ok + changed), no facts, the same connection; the ratio converge / floor is what the roles add;
   * each lever, the no-op converge with one setting changed from the baseline: pipelining off, ControlPersist
     off, facts not cached between runs (gathered once per run), facts gathered by every play (Ansible's
-    default `gathering = implicit`), and, with --mitogen DIR, the mitogen_linear strategy.
-The costliest tasks and roles come from the profile_tasks callback (ansible.posix), over the baseline runs.
-The load average is printed next to every figure: on a shared machine the floor measured in the same run is
-what makes a figure comparable. The containers are removed at the end, on failure and on Ctrl-C (--keep
-leaves them and the run's key for the next run, which then converges them again instead of from scratch).
+    default `gathering = implicit`); with --roles-from DIR, the roles of another checkout (a role change's
+    effect); with --mitogen DIR, the mitogen_linear strategy and its own floor.
+Each figure is the median wall time, the controller's CPU seconds (ansible-playbook and its children: less
+distorted by a busy machine) and the load average; "paired" is the median over the rounds of the difference to
+the baseline run of the same round. The costliest tasks and roles come from the profile_tasks callback
+(ansible.posix). The containers are removed at the end, on failure and on Ctrl-C (--keep leaves them and the
+run's key for the next run, which then converges them again instead of from scratch).
 
-Usage: .venv/bin/python benchmarks/noop_converge.py [--hosts N] [--runs N] [--levers NAME,...|none]
-                                                    [--mitogen DIR] [--keep]
+Usage: .venv/bin/python benchmarks/noop_converge.py [--hosts N] [--runs ROUNDS] [--levers NAME,...|none]
+                                                    [--roles-from CHECKOUT] [--mitogen DIR] [--keep]
 --mitogen DIR: a directory holding mitogen 0.3.x, e.g. `pip install --target DIR mitogen==0.3.54`.
 """
 
