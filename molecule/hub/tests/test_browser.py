@@ -88,6 +88,8 @@ def browser(host):
 @pytest.mark.timeout(SPAWN_WAIT + 3 * UI_WAIT + 300)
 def test_a_user_logs_in_spawns_and_runs_a_notebook_cell_in_a_browser(host, browser):
     client(host, "stop", USER)  # the browser itself must start her server
+    with host.sudo():
+        host.run(f"rm -f ~{USER}/Untitled*.ipynb")
     base = f"https://{container_address()}:8888/"
     browser.get(base + "hub/login")
     assert "JupyterHub" in browser.title, browser.title
@@ -97,6 +99,8 @@ def test_a_user_logs_in_spawns_and_runs_a_notebook_cell_in_a_browser(host, brows
 
     # The hub spawns her server (a progress page) and sends the browser on to JupyterLab (default_url).
     WebDriverWait(browser, SPAWN_WAIT).until(ec.url_contains(f"/user/{USER}/lab"))
+    # A fresh workspace (?reset): JupyterLab would reopen an earlier run's notebook instead of the launcher.
+    browser.get(base + f"user/{USER}/lab?reset")
     launcher = WebDriverWait(browser, UI_WAIT).until(
         ec.element_to_be_clickable((By.CSS_SELECTOR, '.jp-LauncherCard[data-category="Notebook"]'))
     )
