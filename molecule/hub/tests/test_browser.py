@@ -4,17 +4,15 @@ controller, as a user meets it: the login form, the spawn, JupyterLab's UI, a no
 The browser reaches the proxy at the container's address on the Docker bridge (the hub listens on 0.0.0.0).
 The role's certificate is self-signed for localhost and 127.0.0.1, so Chromium accepts that one certificate
 by its public key's hash (--ignore-certificate-errors-spki-list) and no other. The screenshot of the
-notebook with its output is kept at $MOLECULE_EPHEMERAL_DIRECTORY/hub-browser.png (the test prints the
-path; it is written on failure too).
+notebook with its output is kept at reports/hub/hub-browser.png (git-ignored; Molecule's destroy prunes its
+ephemeral directory; the test prints the path, and writes it on failure too).
 """
 
 import base64
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
-from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -22,13 +20,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
-from test_hub import client
+from test_hub import ARTIFACTS, client
 
 CONTAINER = "hub-debian12"
 USER = "alice"
 PASSWORD = "hub-test-password"
 CELL = 'import os, sys; print("cell ran as", os.getuid(), sys.executable)'
-SCREENSHOT = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/tmp")) / "hub-browser.png"
+SCREENSHOT = ARTIFACTS / "hub-browser.png"
 # Spawning waits for the hub's start (600 s here, under load); the other waits are for the UI and the kernel.
 SPAWN_WAIT = 660
 UI_WAIT = 180
@@ -79,6 +77,7 @@ def browser(host):
     try:
         yield driver
     finally:
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOT))
         print(f"browser screenshot: {SCREENSHOT} (at {driver.current_url})")
         driver.quit()

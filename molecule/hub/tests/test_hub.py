@@ -7,7 +7,6 @@ for 60 s here (molecule.yml), so every test starts the servers it needs itself.
 """
 
 import json
-import os
 import shlex
 import statistics
 import time
@@ -19,6 +18,9 @@ import yaml
 CLIENT = (Path(__file__).parent / "hubclient.py").read_text(encoding="utf-8")
 HUB_PYTHON = "/opt/jupyterhub/bin/python"
 LAB_PYTHON = "/opt/llmlab/env/bin/python"
+# What the tests keep (the load figures, the browser's screenshot): git-ignored, and not in Molecule's
+# ephemeral directory, which its destroy prunes.
+ARTIFACTS = Path(__file__).parents[3] / "reports" / "hub"
 
 WRITE_FILE = """
 import os, sys
@@ -154,7 +156,8 @@ def test_several_users_start_servers_at_once(host):
         "load_average": host.file("/proc/loadavg").content_string.split()[:3],
     }
     print(f"time to a ready server, {LOAD_USERS} users at once: {json.dumps(figures)}")
-    out = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/tmp")) / "hub-load.json"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    out = ARTIFACTS / "hub-load.json"
     out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     for i in range(1, LOAD_USERS + 1):
         client(host, "stop", f"load{i}")
