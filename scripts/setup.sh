@@ -76,9 +76,15 @@ test_images() {
   bash tests/images/build.sh 12 13
 }
 
+# The hub scenario's browser test drives Debian's Chromium through its chromedriver (selenium, the dev extra).
+browser() {
+  command -v chromium > /dev/null && command -v chromedriver > /dev/null && return
+  apt_install chromium chromium-driver
+}
+
 case "${1:-all}" in
   venv) python_env ;;
-  all) python_env; docker_engine; test_images ;;
+  all) python_env; docker_engine; test_images; browser ;;
   *) say "unknown part '$1' (valid: venv, or nothing for all)"; exit 2 ;;
 esac
 say "done"

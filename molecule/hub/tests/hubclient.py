@@ -8,7 +8,8 @@ object. Usage: python hubclient.py ACTION [ARGS...]
 
   flow USER CODE     log in, start the server, run CODE in a new kernel (its stdout, the kernel's name)
   get USER PATH      with USER's token GET PATH: {"status": code, ...}; USER "-": no token, redirects followed
-  load N             load1..loadN log in and start at once: {"ready": {user: seconds}, "statuses": [...]}
+  load N TIMEOUT     load1..loadN log in and start at once, each waiting up to TIMEOUT s for a ready server:
+                     {"ready": {user: seconds}, "failures": {user: why}, "statuses": [...]}
   start USER         log in and start a fresh server for USER
   stop USER          stop USER's server
   servers USER       the servers the hub's API shows USER (an admin sees everyone's)
@@ -174,7 +175,7 @@ def main(action: str, *args: str) -> dict:
         tok = token(login(user), user)
         return {"ready_s": start(tok, user)}
     if action == "load":
-        count = int(args[0])
+        count, timeout = int(args[0]), float(args[1])
         ready: dict[str, float] = {}
         failures: dict[str, str] = {}
 
@@ -182,7 +183,7 @@ def main(action: str, *args: str) -> dict:
             try:
                 began = time.monotonic()
                 tok = token(login(user), user)
-                start(tok, user)
+                start(tok, user, timeout)
                 ready[user] = time.monotonic() - began
             except (SystemExit, Exception) as exc:
                 failures[user] = str(exc)

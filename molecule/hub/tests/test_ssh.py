@@ -10,6 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 KEY = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ssh" / "id_ed25519"
 CONTAINER = "hub-debian12"
 DROP_IN = "/etc/ssh/sshd_config.d/00-llmlab.conf"
@@ -93,3 +95,90 @@ def test_sshd_t_guards_a_broken_drop_in(host, run_playbook, tmp_path):
         assert hashlib.sha256(host.file(DROP_IN).content).hexdigest() == before
     # The server never saw the broken file: a new login still works.
     assert ssh("alice", "true").returncode == 0
+
+
+# ops (a lab user with sudo and the run's key) connects; ControlPersist keeps one SSH session open across
+# tasks. First play, the control: ops joins a group with a plain user task, and the same session does not see
+# it (groups are read at login), so the second play's check could fail. Second play: the base role adds ops
+# to another new group, resets the connection (it is the connecting account), and a task after the role, as
+# ops without become, writes into a directory only that group may write to. base_sshd: false keeps the
+# drop-in (it names the connecting account's group) as root's converge left it.
+RESET_PLAYBOOK = """
+- name: Control, a group joined without a reset
+  hosts: all
+  become: true
+  vars: {ansible_user: ops}
+  tasks:
+    - ansible.builtin.group: {name: hub-reset-control, state: absent}
+    - ansible.builtin.group: {name: hub-reset-control}
+    - ansible.builtin.command: id -Gn
+      become: false
+    - ansible.builtin.user: {name: ops, groups: [hub-reset-control], append: true}
+    - ansible.builtin.command: id -Gn
+      become: false
+      register: control
+    - ansible.builtin.debug: {msg: "control: {{ control.stdout }}"}
+    - ansible.builtin.group: {name: hub-reset-control, state: absent}
+
+- name: The base role adds the connecting account to a group
+  hosts: all
+  become: true
+  vars: {ansible_user: ops}
+  pre_tasks:
+    - ansible.builtin.meta: reset_connection
+    - ansible.builtin.group: {name: hub-reset-test, state: absent}
+    - ansible.builtin.group: {name: hub-reset-test}
+    - ansible.builtin.file: {path: /srv/hub-reset-test, state: directory, owner: root, group: hub-reset-test,
+                             mode: "0770"}
+    - ansible.builtin.command: id -Gn
+      become: false
+      register: before
+  roles:
+    - role: base
+  tasks:
+    - ansible.builtin.command: id -Gn
+      become: false
+      register: after
+    - ansible.builtin.copy:
+        dest: /srv/hub-reset-test/written-by-ops
+        content: "after the reset\\n"
+        mode: "0644"
+      become: false
+    - ansible.builtin.debug: {msg: "before: {{ before.stdout }}; after: {{ after.stdout }}"}
+"""
+
+
+def messages_starting(run, prefix: str) -> list[str]:
+    """The debug tasks' messages that start with PREFIX."""
+    return [
+        result["msg"]
+        for play in run.report["plays"]
+        for task in play["tasks"]
+        for result in task["hosts"].values()
+        if isinstance(result.get("msg"), str) and result["msg"].startswith(prefix)
+    ]
+
+
+@pytest.mark.timeout(1000)
+def test_the_base_role_reconnects_after_the_connecting_account_joins_a_group(host, run_playbook, tmp_path):
+    playbook = tmp_path / "reset.yml"
+    playbook.write_text(RESET_PLAYBOOK, encoding="utf-8")
+    ops = {
+        "name": "ops",
+        "sudo": True,
+        "groups": ["hub-reset-test"],
+        "ssh_keys": [KEY.with_suffix(".pub").read_text()],
+    }
+    run = run_playbook(playbook, extra_vars={"base_users": [ops], "base_sshd": False}, timeout=900)
+    assert run.returncode == 0, (run.messages, run.stderr[-2000:])
+    (control,) = messages_starting(run, "control: ")
+    assert "hub-reset-control" not in control.split()  # the open session kept its old groups
+    (seen,) = messages_starting(run, "before: ")
+    before, after = seen.split("; ")
+    assert "hub-reset-test" not in before.split()
+    assert "hub-reset-test" in after.split()
+    assert any("Create the lab users" in name for name in run.changed_tasks[CONTAINER])
+    with host.sudo():
+        written = host.file("/srv/hub-reset-test/written-by-ops")
+        assert written.exists and written.user == "ops"
+        assert host.run("rm -rf /srv/hub-reset-test && groupdel hub-reset-test").rc == 0
