@@ -280,25 +280,39 @@ def data_summary(cfg: TrainConfig, tokenizer) -> None:
             say(line)
 
 
+def encode_and_split(cfg: TrainConfig, encode, items, unit: str) -> tuple[list, list, int, int]:
+    """cfg.datasets through `encode`, the eval set split off, cfg.eval_datasets added to it, and a line on
+    what sequence_len cut: (train, eval, dropped, truncated). `items` takes the encoded units out."""
+    from llmlab.train import data as datamod
+
+    encoded = encode(cfg.datasets)
+    dropped, truncated = encoded.dropped_too_long, encoded.truncated
+    train, held_out = datamod.split_eval(items(encoded), cfg.eval_split, cfg.seed)
+    if cfg.eval_datasets:
+        extra = encode(cfg.eval_datasets)
+        held_out += items(extra)
+        dropped += extra.dropped_too_long
+        truncated += extra.truncated
+    if dropped or truncated:
+        say(
+            f"longer than sequence_len={cfg.sequence_len}: {truncated} {unit} truncated, {dropped} dropped "
+            f"(too_long: {cfg.too_long})"
+        )
+    return train, held_out, dropped, truncated
+
+
 def prepare_preference_data(cfg: TrainConfig, tokenizer) -> PreparedData:
     """DPO's pairs as TRL's rows (it tokenizes and pads them: no packing), split as SFT examples are."""
     from datasets import Dataset
 
     from llmlab.train import data as datamod
 
-    pairs = datamod.preference_datasets(tokenizer, cfg.datasets, cfg.sequence_len, cfg.too_long)
-    dropped, truncated = pairs.dropped_too_long, pairs.truncated
-    train_rows, eval_rows = datamod.split_eval(pairs.rows, cfg.eval_split, cfg.seed)
-    if cfg.eval_datasets:
-        held = datamod.preference_datasets(tokenizer, cfg.eval_datasets, cfg.sequence_len, cfg.too_long)
-        eval_rows += held.rows
-        dropped += held.dropped_too_long
-        truncated += held.truncated
-    if dropped or truncated:
-        say(
-            f"longer than sequence_len={cfg.sequence_len}: {truncated} pairs truncated, {dropped} dropped "
-            f"(too_long: {cfg.too_long})"
-        )
+    train_rows, eval_rows, dropped, truncated = encode_and_split(
+        cfg,
+        lambda specs: datamod.preference_datasets(tokenizer, specs, cfg.sequence_len, cfg.too_long),
+        lambda encoded: encoded.rows,
+        "pairs",
+    )
     say(f"{len(train_rows)} preference pairs for training, {len(eval_rows)} for evaluation")
     return PreparedData(
         Dataset.from_list(train_rows),
@@ -317,19 +331,12 @@ def prepare_data(cfg: TrainConfig, tokenizer) -> PreparedData:
         return prepare_preference_data(cfg, tokenizer)
     from llmlab.train import data as datamod
 
-    encoded = datamod.encode_datasets(tokenizer, cfg.datasets, cfg.sequence_len, cfg.too_long)
-    dropped, truncated = encoded.dropped_too_long, encoded.truncated
-    train_examples, eval_examples = datamod.split_eval(encoded.examples, cfg.eval_split, cfg.seed)
-    if cfg.eval_datasets:
-        held = datamod.encode_datasets(tokenizer, cfg.eval_datasets, cfg.sequence_len, cfg.too_long)
-        eval_examples += held.examples
-        dropped += held.dropped_too_long
-        truncated += held.truncated
-    if dropped or truncated:
-        say(
-            f"longer than sequence_len={cfg.sequence_len}: {truncated} truncated, {dropped} dropped "
-            f"(too_long: {cfg.too_long})"
-        )
+    train_examples, eval_examples, dropped, truncated = encode_and_split(
+        cfg,
+        lambda specs: datamod.encode_datasets(tokenizer, specs, cfg.sequence_len, cfg.too_long),
+        lambda encoded: encoded.examples,
+        "examples",
+    )
     if cfg.packing:
         train_rows = datamod.pack(train_examples, cfg.sequence_len)
         eval_rows = datamod.pack(eval_examples, cfg.sequence_len) if eval_examples else []
