@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROLES = Path(__file__).parents[1] / "roles"
-FILTER_PLUGINS = Path(__file__).parents[1] / "playbooks" / "filter_plugins"
+PLAYBOOKS = Path(__file__).parents[1] / "playbooks"
 
 
 def failure_messages(node) -> list[str]:
@@ -67,7 +67,9 @@ def run_playbook(
         **os.environ,
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
         "ANSIBLE_ROLES_PATH": str(ROLES),
-        "ANSIBLE_FILTER_PLUGINS": str(FILTER_PLUGINS),
+        "ANSIBLE_FILTER_PLUGINS": str(PLAYBOOKS / "filter_plugins"),
+        "ANSIBLE_LIBRARY": str(PLAYBOOKS / "library"),
+        "ANSIBLE_MODULE_UTILS": str(PLAYBOOKS / "module_utils"),
     }
     if extra_vars is not None:
         args = ("--extra-vars", json.dumps(extra_vars), *args)
