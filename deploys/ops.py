@@ -12,7 +12,6 @@ import contextlib
 import json
 import shlex
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from pyinfra.api.operations import run_ops
 from pyinfra.operations import files, server
 
 from deploys.inventory import DeployError, Target
-from deploys.wheel import INSTALLED_FINGERPRINT_SCRIPT, Wheel, build_wheel
+from deploys.wheel import INSTALLED_FINGERPRINT_SCRIPT, Wheel, cached_wheel, default_cache_dir
 
 DIST_DIR = "/var/lib/llmlab/dist"  # where the llmlab role keeps the wheel, too
 MANIFEST_DIR = "/var/lib/llmlab/manifests"
@@ -212,10 +211,9 @@ def _not_installed(target: Target) -> str:
 
 
 def deploy(targets: list[Target], source: Path) -> list[HostResult]:
-    """Build the wheel from `source`, upload it and install it into each host's lab environment."""
-    with tempfile.TemporaryDirectory(prefix="llmlab-deploys-wheel.") as out:
-        wheel = build_wheel(source, Path(out))
-        return _deploy_wheel(targets, wheel)
+    """Build the wheel from `source` (or take it from the controller's cache), upload it and install it into
+    each host's lab environment."""
+    return _deploy_wheel(targets, cached_wheel(source, default_cache_dir()))
 
 
 def _deploy_wheel(targets: list[Target], wheel: Wheel) -> list[HostResult]:
