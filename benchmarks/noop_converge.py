@@ -16,7 +16,8 @@ machine's load falls on all of them):
   * each lever, the no-op converge with one setting changed from the baseline: pipelining off, ControlPersist
     off, facts not cached between runs (gathered once per run), facts gathered by every play (Ansible's
     default `gathering = implicit`); with --roles-from DIR, the roles of another checkout (a role change's
-    effect); with --mitogen DIR, the mitogen_linear strategy and its own floor.
+    effect); the opt-in mitogen_linear strategy (playbooks/strategy_plugins, mitogen from the ops extra) and
+    its own floor, when mitogen is installed.
 Each figure is the median wall time, the controller's CPU seconds (ansible-playbook and its children: less
 distorted by a busy machine) and the load average; "paired" is the median over the rounds of the difference to
 the baseline run of the same round. The costliest tasks and roles come from the profile_tasks callback
@@ -24,13 +25,13 @@ the baseline run of the same round. The costliest tasks and roles come from the 
 run's key for the next run, which then converges them again instead of from scratch).
 
 Usage: .venv/bin/python benchmarks/noop_converge.py [--hosts N] [--runs ROUNDS] [--levers NAME,...|none]
-                                                    [--roles-from CHECKOUT] [--mitogen DIR] [--keep]
---mitogen DIR: a directory holding mitogen 0.3.x, e.g. `pip install --target DIR mitogen==0.3.54`.
+                                                    [--roles-from CHECKOUT] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import resource
@@ -300,7 +301,6 @@ def main() -> int:
         default=",".join(LEVERS),
         help=f"comma-separated, or 'none' (default: all of {', '.join(LEVERS)})",
     )
-    parser.add_argument("--mitogen", type=Path, help="a directory with mitogen 0.3.x: adds the mitogen lever")
     parser.add_argument(
         "--roles-from",
         type=Path,
@@ -325,12 +325,8 @@ def main() -> int:
         if not roles.is_dir():
             parser.error(f"--roles-from: no {roles}")
         configs[f"roles of {args.roles_from.name}"] = (site, {"ANSIBLE_ROLES_PATH": str(roles)}, str(roles))
-    if args.mitogen:
-        strategy = args.mitogen.resolve() / "ansible_mitogen/plugins/strategy"
-        if not strategy.is_dir():
-            parser.error(f"--mitogen: no {strategy}")
+    if importlib.util.find_spec("ansible_mitogen"):
         mitogen = {
-            "ANSIBLE_STRATEGY_PLUGINS": str(strategy),
             "ANSIBLE_STRATEGY": "mitogen_linear",
             # mitogen reads the host key policy from Ansible's setting, not from the inventory's
             # StrictHostKeyChecking=no (it refuses the container's unknown key otherwise).
@@ -338,6 +334,9 @@ def main() -> int:
         }
         configs["mitogen"] = (site, mitogen, "strategy mitogen_linear")
         configs["mitogen floor"] = (floor_book, mitogen, "the floor play with mitogen_linear")
+        if args.roles_from:
+            roles_env = {**mitogen, "ANSIBLE_ROLES_PATH": str(args.roles_from.resolve() / "roles")}
+            configs[f"mitogen, roles of {args.roles_from.name}"] = (site, roles_env, "both levers at once")
     bench = Bench(args)
 
     def interrupted(signum, frame):
@@ -376,7 +375,7 @@ def main() -> int:
         print_summary(args, bench, configs, runs, first, tasks, noop)
         columns = {BASELINE: runs[BASELINE]}
         columns.update(
-            {name: rs for name, rs in runs.items() if name.startswith("roles of ") or name == "mitogen"}
+            {name: rs for name, rs in runs.items() if name.startswith(("roles of ", "mitogen")) and "floor" not in name}
         )
         report_profile(columns, args.top)
         if failed:
@@ -405,7 +404,7 @@ def print_summary(args, bench, configs, runs, first, tasks, noop) -> None:
     for name, (_, _, what) in configs.items():
         wall, cpu, load = med(name, "wall"), med(name, "cpu"), med(name, "load")
         paired = statistics.median(r.wall - b.wall for r, b in zip(runs[name], runs[BASELINE], strict=True))
-        reference = med("mitogen floor", "wall") if name == "mitogen" else floor
+        reference = med("mitogen floor", "wall") if name.startswith("mitogen") else floor
         ratio = "" if "floor" in name else f"{wall / reference:8.2f}"
         print(f"  {name:36} {wall:7.1f} s {cpu:7.1f} s {load:6.2f} {paired:+7.1f} s {ratio:>8}  {what}")
     recap = runs[BASELINE][0].recap[bench.hosts[0]]

@@ -3,9 +3,9 @@
 The one wheel build of the kit, behind a content-addressed cache: `cached_wheel` serves the wheel of a
 checkout from `CACHE_DIR/<digest>/`, where the digest covers every file the build reads (and this module),
 and runs `pip wheel` only for a checkout it has not seen. `python -m deploys deploy` uses it with
-`default_cache_dir()`, and the llmlab role's install step runs `python -m deploys.wheel --source CHECKOUT
---cache-dir DIR`, which prints the wheel's path, version and fingerprint as JSON (exit 2 and a message naming
-the problem when the checkout cannot be built). Only the standard library is imported, so the controller's
+`default_cache_dir()`, and the llmlab role's install step runs `python -m deploys.wheel --source CHECKOUT`
+(the same cache; --cache-dir DIR for another), which prints the wheel's path, version and fingerprint as
+JSON (exit 2 and a message naming the problem when the checkout cannot be built). Only the standard library is imported, so the controller's
 Python needs nothing beyond pip.
 """
 
@@ -116,7 +116,7 @@ def build_wheel(source: Path, out_dir: Path) -> Wheel:
 
 
 def default_cache_dir() -> Path:
-    """The controller user's wheel cache; the llmlab role's __llmlab_wheel_cache names the same directory."""
+    """The controller user's wheel cache, shared by `deploy` and the llmlab role (the CLI's default)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmlab" / "wheels"
 
 
@@ -184,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Build the llmlab wheel, or take it from the cache; print its path as JSON.",
     )
     parser.add_argument("--source", type=Path, required=True, help="the llmlab checkout")
-    parser.add_argument("--cache-dir", type=Path, required=True, help="the wheel cache (created if missing)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=default_cache_dir(),
+        help="the wheel cache, created if missing (default: %(default)s, which `deploy` uses too)",
+    )
     args = parser.parse_args(argv)
     try:
         wheel = cached_wheel(args.source, args.cache_dir)

@@ -25,7 +25,10 @@ HEADER = "# Published by the {role} role; llmlab merges it over /etc/llmlab/conf
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={"role": {"type": "str", "required": True}, "content": {"type": "str", "required": True}},
+        argument_spec={
+            "role": {"type": "str", "required": True},
+            "content": {"type": "str", "required": True},
+        },
         supports_check_mode=True,
     )
     role, content = module.params["role"], module.params["content"]
