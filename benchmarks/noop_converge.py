@@ -374,8 +374,9 @@ def main() -> int:
         noop = all(h["changed"] == 0 for r in runs[BASELINE] for h in r.recap.values())
         print_summary(args, bench, configs, runs, first, tasks, noop)
         columns = {BASELINE: runs[BASELINE]}
+        profiled = ("roles of ", "mitogen")
         columns.update(
-            {name: rs for name, rs in runs.items() if name.startswith(("roles of ", "mitogen")) and "floor" not in name}
+            {name: rs for name, rs in runs.items() if name.startswith(profiled) and "floor" not in name}
         )
         report_profile(columns, args.top)
         if failed:
