@@ -74,8 +74,8 @@ GROUP_VARS = {
     # No ML stack: no torch import to check.
     "llmlab_verify_skip": ["software.torch"],
     "llmlab_verify": {"expect": {"os": "debian 12"}, "thresholds": {"command_timeout_seconds": 120}},
-    # The package from this checkout in every configuration: --roles-from swaps the roles, not what they deploy
-    # (another checkout's package would be reinstalled on every switch, and no run would be a no-op).
+    # The package from this checkout in every configuration: --roles-from swaps the roles, not what they
+    # deploy (another checkout's package would be reinstalled on every switch, and no run would be a no-op).
     "llmlab_source_dir": str(ROOT),
 }
 

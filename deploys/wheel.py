@@ -5,8 +5,8 @@ checkout from `CACHE_DIR/<digest>/`, where the digest covers every file the buil
 and runs `pip wheel` only for a checkout it has not seen. `python -m deploys deploy` uses it with
 `default_cache_dir()`, and the llmlab role's install step runs `python -m deploys.wheel --source CHECKOUT`
 (the same cache; --cache-dir DIR for another), which prints the wheel's path, version and fingerprint as
-JSON (exit 2 and a message naming the problem when the checkout cannot be built). Only the standard library is imported, so the controller's
-Python needs nothing beyond pip.
+JSON (exit 2 and a message naming the problem when the checkout cannot be built). Only the standard library
+is imported, so the controller's Python needs nothing beyond pip.
 """
 
 from __future__ import annotations
