@@ -34,10 +34,10 @@ def main() -> None:
     role, content = module.params["role"], module.params["content"]
     path = f"{DIRECTORY}/{role}.yaml"
     text = HEADER.format(role=role) + content.rstrip("\n") + "\n"
-    before = read_text(path)
-    changed = write_file(module, path, text)
-    diff = {"before_header": path, "after_header": path, "before": before or "", "after": text}
-    module.exit_json(changed=changed, path=path, diff=diff if module._diff else {})
+    diff = {}
+    if module._diff:  # the file as it was, read before write_file replaces it
+        diff = {"before_header": path, "after_header": path, "before": read_text(path) or "", "after": text}
+    module.exit_json(changed=write_file(module, path, text), path=path, diff=diff)
 
 
 if __name__ == "__main__":
