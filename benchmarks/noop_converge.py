@@ -71,8 +71,6 @@ GROUP_VARS = {
     "python_env_pip_config": {"cert": "/etc/llmlab-test/ca-bundle.crt", "timeout": 120},
     "docker_nvidia_toolkit": False,
     "docker_daemon_options": {"storage-driver": "vfs"},
-    # No ML stack: no torch import to check.
-    "llmlab_verify_skip": ["software.torch"],
     "llmlab_verify": {"expect": {"os": "debian 12"}, "thresholds": {"command_timeout_seconds": 120}},
     # The package from this checkout in every configuration: --roles-from swaps the roles, not what they
     # deploy (another checkout's package would be reinstalled on every switch, and no run would be a no-op).

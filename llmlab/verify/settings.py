@@ -101,6 +101,7 @@ class VerifyExpect(StrictModel):
     nvidia_runtime: bool | None = Field(None, description="None: expected when docker and gpu_count > 0.")
     jupyter: bool = False
     firewall: bool = False
+    ml_stack: bool = Field(True, description="torch & co. in the lab environment (python_env's contract).")
     model_store: bool = True
 
     @field_validator("gpu_model")

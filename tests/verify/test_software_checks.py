@@ -37,6 +37,17 @@ def test_cpu_torch_on_a_cpu_host_passes_and_gpu_only_checks_skip():
     assert sum(call[1] == "-c" for call in runner.calls) == 1  # the probe ran once for all four checks
 
 
+def test_an_environment_without_the_ml_stack_skips_the_torch_checks_without_probing():
+    runner = lab(lab_probe_output(None, error="ModuleNotFoundError: No module named 'torch'"))
+    ctx = make_ctx(expect(gpu_count=8, ml_stack=False), runner=runner)
+    for check_id in ("software.torch", "software.cuda_compat", "software.cudnn_nccl", "software.bf16"):
+        result = run_check(check_id, ctx)
+        assert result.status == Status.SKIP and "verify.expect.ml_stack" in result.message, check_id
+    assert not any(call[1] == "-c" for call in runner.calls)  # no torch import was tried
+    assert run_check("software.min_versions", ctx).status == Status.OK  # the others still probe the environment
+    assert sum(call[1] == "-c" for call in runner.calls) == 1
+
+
 def test_cpu_torch_on_a_gpu_host_fails_with_the_right_hint():
     ctx = make_ctx(expect(gpu_count=8), runner=lab(lab_probe_output(cuda_torch(count=0, cuda=None))))
     result = run_check("software.torch", ctx)

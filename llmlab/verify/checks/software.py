@@ -24,9 +24,16 @@ def _report_or_fail(ctx: VerifyContext) -> LabReport | CheckResult:
         return fail(str(exc), hint=ENV_HINT)
 
 
+def _torch_report_or_result(ctx: VerifyContext) -> LabReport | CheckResult:
+    """The lab report for a check of torch, or its SKIP where the environment has no ML stack to check."""
+    if not ctx.settings.expect.ml_stack:
+        return skip("no ML stack expected (verify.expect.ml_stack, from the python_env role)")
+    return _report_or_fail(ctx)
+
+
 @check("software.torch", "torch imports in the lab environment and sees expect.gpu_count GPUs")
 def torch_sees_gpus(ctx: VerifyContext) -> CheckResult:
-    report = _report_or_fail(ctx)
+    report = _torch_report_or_result(ctx)
     if isinstance(report, CheckResult):
         return report
     expected = ctx.settings.expect.gpu_count
@@ -58,7 +65,7 @@ def _major_minor(version: str) -> tuple[int, int]:
     "software.cuda_compat", "torch's CUDA runtime is supported by the driver, and matches expect.cuda_version"
 )
 def cuda_compat(ctx: VerifyContext) -> CheckResult:
-    report = _report_or_fail(ctx)
+    report = _torch_report_or_result(ctx)
     if isinstance(report, CheckResult):
         return report
     expect = ctx.settings.expect
@@ -128,7 +135,7 @@ def cuda_toolkit(ctx: VerifyContext) -> CheckResult:
 
 @check("software.cudnn_nccl", "cuDNN present; NCCL present on multi-GPU hosts")
 def cudnn_nccl(ctx: VerifyContext) -> CheckResult:
-    report = _report_or_fail(ctx)
+    report = _torch_report_or_result(ctx)
     if isinstance(report, CheckResult):
         return report
     expected = ctx.settings.expect.gpu_count
@@ -147,7 +154,7 @@ def cudnn_nccl(ctx: VerifyContext) -> CheckResult:
 
 @check("software.bf16", "the GPUs support bf16 (Ampere and newer)")
 def bf16(ctx: VerifyContext) -> CheckResult:
-    report = _report_or_fail(ctx)
+    report = _torch_report_or_result(ctx)
     if isinstance(report, CheckResult):
         return report
     t = report.torch

@@ -337,6 +337,19 @@ def test_verify_accepts_node_exporter_off_loopback(lab):
     assert check["value"] == [9100], check
 
 
+def test_verify_skips_the_torch_checks_where_the_environment_has_no_ml_stack(lab):
+    # python_env_ml_stack: false here; python_env's contract says so, and the verify timer must not FAIL on torch.
+    contract = yaml.safe_load(lab.file("/etc/llmlab/config.d/python_env.yaml").content_string)
+    assert contract["verify"]["expect"]["ml_stack"] is False
+    with lab.sudo():
+        run = lab.run("llmlab verify --only software.torch,software.bf16 --json")
+    assert run.rc == 0, run.stdout + run.stderr
+    checks = {c["id"]: c for c in json.loads(run.stdout)["checks"]}
+    for check in checks.values():
+        assert check["status"] == "SKIP" and "verify.expect.ml_stack" in check["message"], check
+    assert set(checks) == {"software.torch", "software.bf16"}
+
+
 def test_the_example_alert_rules_use_metrics_the_hosts_serve(lab):
     directory = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "prometheus"
     scrape = yaml.safe_load((directory / "prometheus-scrape.yml").read_text())
