@@ -44,7 +44,7 @@ def test_an_environment_without_the_ml_stack_skips_the_torch_checks_without_prob
         result = run_check(check_id, ctx)
         assert result.status == Status.SKIP and "verify.expect.ml_stack" in result.message, check_id
     assert not any(call[1] == "-c" for call in runner.calls)  # no torch import was tried
-    assert run_check("software.min_versions", ctx).status == Status.OK  # the others still probe the environment
+    assert run_check("software.min_versions", ctx).status == Status.OK  # the others still probe
     assert sum(call[1] == "-c" for call in runner.calls) == 1
 
 

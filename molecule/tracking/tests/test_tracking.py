@@ -338,7 +338,7 @@ def test_verify_accepts_node_exporter_off_loopback(lab):
 
 
 def test_verify_skips_the_torch_checks_where_the_environment_has_no_ml_stack(lab):
-    # python_env_ml_stack: false here; python_env's contract says so, and the verify timer must not FAIL on torch.
+    # python_env_ml_stack: false here: its contract says so, and the verify timer must not FAIL on torch.
     contract = yaml.safe_load(lab.file("/etc/llmlab/config.d/python_env.yaml").content_string)
     assert contract["verify"]["expect"]["ml_stack"] is False
     with lab.sudo():
