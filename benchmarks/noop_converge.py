@@ -18,11 +18,12 @@ machine's load falls on all of them):
     default `gathering = implicit`); with --roles-from DIR, the roles of another checkout (a role change's
     effect); the opt-in mitogen_linear strategy (playbooks/strategy_plugins, mitogen from the ops extra) and
     its own floor, when mitogen is installed.
-Each figure is the median wall time, the controller's CPU seconds (ansible-playbook and its children: less
-distorted by a busy machine) and the load average; "paired" is the median over the rounds of the difference to
-the baseline run of the same round. The costliest tasks and roles come from the profile_tasks callback
-(ansible.posix). The containers are removed at the end, on failure and on Ctrl-C (--keep leaves them and the
-run's key for the next run, which then converges them again instead of from scratch).
+Each figure is the median wall time, the least (the machine's speed varies from run to run), the controller's
+CPU seconds (ansible-playbook and its children: less distorted by a busy machine) and the load average;
+"paired" is the median over the rounds of the difference to the baseline run of the same round. The costliest
+tasks and roles come from the profile_tasks callback (ansible.posix). The containers are removed at the end,
+on failure and on Ctrl-C (--keep leaves them and the run's key for the next run, which then converges them
+again instead of from scratch).
 
 Usage: .venv/bin/python benchmarks/noop_converge.py [--hosts N] [--runs ROUNDS] [--levers NAME,...|none]
                                                     [--roles-from CHECKOUT] [--keep]
@@ -401,14 +402,16 @@ def print_summary(args, bench, configs, runs, first, tasks, noop) -> None:
         "\npaired: the median over the rounds of (this run - the baseline run of the same round)"
     )
     print(f"  {'first converge':36} {first.wall:7.1f} s  CPU {first.cpu:6.1f} s  load {first.load:5.2f}")
-    header = f"  {'configuration':36} {'wall':>9} {'CPU':>9} {'load':>6} {'paired':>9} {'x floor':>8}"
-    print(header)
+    columns = f"{'wall':>9} {'min':>9} {'CPU':>9} {'load':>6} {'paired':>9} {'x floor':>8}"
+    print(f"  {'configuration':36} {columns}")
     for name, (_, _, what) in configs.items():
         wall, cpu, load = med(name, "wall"), med(name, "cpu"), med(name, "load")
+        least = min(r.wall for r in runs[name])
         paired = statistics.median(r.wall - b.wall for r, b in zip(runs[name], runs[BASELINE], strict=True))
         reference = med("mitogen floor", "wall") if name.startswith("mitogen") else floor
         ratio = "" if "floor" in name else f"{wall / reference:8.2f}"
-        print(f"  {name:36} {wall:7.1f} s {cpu:7.1f} s {load:6.2f} {paired:+7.1f} s {ratio:>8}  {what}")
+        figures = f"{wall:7.1f} s {least:7.1f} s {cpu:7.1f} s {load:6.2f} {paired:+7.1f} s {ratio:>8}"
+        print(f"  {name:36} {figures}  {what}")
     recap = runs[BASELINE][0].recap[bench.hosts[0]]
     print(
         f"  no-op converge per host: {base / n:.1f} s "
