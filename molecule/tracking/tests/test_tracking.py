@@ -266,7 +266,7 @@ def test_node_exporter_serves_the_verify_metrics_after_the_timer_service_ran(lab
     assert lab.service("llmlab-verify.timer").is_enabled
     with lab.sudo():
         lab.run("rm -f /var/lib/prometheus/node-exporter/llmlab_verify.prom")
-        lab.run("systemctl start llmlab-verify.service")  # exit 2 (FAIL) still writes the metrics
+        lab.run("systemctl start llmlab-verify.service")  # a WARN or FAIL exit still writes the metrics
     status, metrics = http(lab, "http://127.0.0.1:9100/metrics")
     assert status == 200
     lines = metrics.splitlines()
